@@ -1,0 +1,220 @@
+//! Feature samples and their on-disk shard format.
+//!
+//! A *feature sample* is one training sequence for a draft: token ids, the target's last-layer
+//! hidden states (after the final norm) at every position, and a loss mask that is 1 on response
+//! tokens. A *shard* is one safetensors file holding many samples concatenated along the token
+//! axis:
+//!
+//! | tensor | dtype | shape |
+//! |---|---|---|
+//! | `input_ids` | U32 | `[T]` |
+//! | `hidden_states` | F32 or BF16 | `[T, hidden]` |
+//! | `loss_mask` | U8 | `[T]` |
+//! | `sample_offsets` | U64 | `[N + 1]` (sample `i` spans `offsets[i]..offsets[i+1]`) |
+//!
+//! The safetensors metadata holds `"format": "eda-features-v1"` and `"sample_ids"` (JSON list).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use crate::{EdaError, Result, TokenId};
+
+/// Shard format tag stored in the safetensors metadata.
+pub const SHARD_FORMAT: &str = "eda-features-v1";
+
+/// One training sequence with the target's features.
+///
+/// ```
+/// use eda_core::data::FeatureSample;
+/// let s = FeatureSample::new("a", vec![1, 2], vec![0.0; 2 * 4], 4, vec![0, 1]).unwrap();
+/// assert_eq!(s.len(), 2);
+/// assert_eq!(s.hidden_row(1).len(), 4);
+/// assert!(FeatureSample::new("b", vec![1, 2], vec![0.0; 3], 4, vec![0, 1]).is_err());
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FeatureSample {
+    /// Stable identifier (for example the prompt's id), used for resume and reports.
+    pub id: String,
+    /// Token ids `x_0..x_{L-1}`.
+    pub input_ids: Vec<TokenId>,
+    /// Hidden states, row-major `[L, hidden_size]`.
+    pub hidden: Vec<f32>,
+    /// Width of each hidden state.
+    pub hidden_size: usize,
+    /// 1 on positions that count in the loss (response tokens), else 0.
+    pub loss_mask: Vec<u8>,
+}
+
+impl FeatureSample {
+    /// Builds a sample after checking that the lengths agree and the features are finite.
+    pub fn new(id: impl Into<String>, input_ids: Vec<TokenId>, hidden: Vec<f32>, hidden_size: usize, loss_mask: Vec<u8>) -> Result<Self> {
+        let s = FeatureSample { id: id.into(), input_ids, hidden, hidden_size, loss_mask };
+        s.validate()?;
+        Ok(s)
+    }
+
+    /// Checks shapes and finiteness.
+    pub fn validate(&self) -> Result<()> {
+        let l = self.input_ids.len();
+        if l == 0 {
+            return Err(EdaError::EmptyDataset(format!("sample `{}` has no tokens", self.id)));
+        }
+        if self.hidden_size == 0 || self.hidden.len() != l * self.hidden_size {
+            return Err(EdaError::mismatch(format!("hidden values of sample `{}`", self.id), l * self.hidden_size, self.hidden.len()));
+        }
+        if self.loss_mask.len() != l {
+            return Err(EdaError::mismatch(format!("loss mask of sample `{}`", self.id), l, self.loss_mask.len()));
+        }
+        if self.hidden.iter().any(|v| !v.is_finite()) {
+            return Err(EdaError::NonFinite(format!("hidden states of sample `{}`", self.id)));
+        }
+        Ok(())
+    }
+
+    /// Sequence length.
+    pub fn len(&self) -> usize {
+        self.input_ids.len()
+    }
+
+    /// Whether the sample has no tokens.
+    pub fn is_empty(&self) -> bool {
+        self.input_ids.is_empty()
+    }
+
+    /// Hidden state at position `t`.
+    pub fn hidden_row(&self, t: usize) -> &[f32] {
+        &self.hidden[t * self.hidden_size..(t + 1) * self.hidden_size]
+    }
+
+    /// Number of positions with loss mask 1.
+    pub fn masked_tokens(&self) -> usize {
+        self.loss_mask.iter().filter(|&&m| m != 0).count()
+    }
+}
+
+/// Storage precision of hidden states in a shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum FeatureDType {
+    /// 32-bit floats (exact).
+    #[default]
+    F32,
+    /// bfloat16 (half the size, as the reference implementation stores them).
+    BF16,
+}
+
+/// Serialises samples into shard bytes.
+pub fn shard_to_bytes(samples: &[FeatureSample], dtype: FeatureDType) -> Result<Vec<u8>> {
+    let first = samples.first().ok_or_else(|| EdaError::EmptyDataset("cannot write an empty shard".into()))?;
+    let h = first.hidden_size;
+    let mut ids: Vec<u8> = Vec::new();
+    let mut mask: Vec<u8> = Vec::new();
+    let mut hidden: Vec<u8> = Vec::new();
+    let mut offsets: Vec<u8> = Vec::new();
+    let mut total = 0u64;
+    offsets.extend_from_slice(&0u64.to_le_bytes());
+    for s in samples {
+        s.validate()?;
+        if s.hidden_size != h {
+            return Err(EdaError::mismatch(format!("hidden size of sample `{}`", s.id), h, s.hidden_size));
+        }
+        for t in &s.input_ids {
+            ids.extend_from_slice(&t.to_le_bytes());
+        }
+        mask.extend_from_slice(&s.loss_mask);
+        match dtype {
+            FeatureDType::F32 => s.hidden.iter().for_each(|v| hidden.extend_from_slice(&v.to_le_bytes())),
+            FeatureDType::BF16 => s.hidden.iter().for_each(|v| hidden.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
+        }
+        total += s.len() as u64;
+        offsets.extend_from_slice(&total.to_le_bytes());
+    }
+    let t = total as usize;
+    let hd = match dtype {
+        FeatureDType::F32 => Dtype::F32,
+        FeatureDType::BF16 => Dtype::BF16,
+    };
+    let st = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: "<shard>".into(), message: e.to_string() };
+    let views = vec![
+        ("input_ids", TensorView::new(Dtype::U32, vec![t], &ids).map_err(st)?),
+        ("hidden_states", TensorView::new(hd, vec![t, h], &hidden).map_err(st)?),
+        ("loss_mask", TensorView::new(Dtype::U8, vec![t], &mask).map_err(st)?),
+        ("sample_offsets", TensorView::new(Dtype::U64, vec![samples.len() + 1], &offsets).map_err(st)?),
+    ];
+    let ids_json = serde_json::to_string(&samples.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()).map_err(|e| EdaError::json("<shard>", e))?;
+    let meta = HashMap::from([("format".to_string(), SHARD_FORMAT.to_string()), ("sample_ids".to_string(), ids_json)]);
+    safetensors::serialize(views, Some(meta)).map_err(st)
+}
+
+/// Atomically writes samples as one shard file.
+pub fn write_shard(path: &Path, samples: &[FeatureSample], dtype: FeatureDType) -> Result<()> {
+    let bytes = shard_to_bytes(samples, dtype).map_err(|e| match e {
+        EdaError::Safetensors { message, .. } => EdaError::Safetensors { path: path.into(), message },
+        other => other,
+    })?;
+    crate::io::atomic_write(path, &bytes)
+}
+
+/// Reads every sample of a shard file, validating shapes, offsets and finiteness.
+pub fn read_shard(path: &Path) -> Result<Vec<FeatureSample>> {
+    let bytes = std::fs::read(path).map_err(|e| EdaError::io(path, e))?;
+    shard_from_bytes(&bytes, path)
+}
+
+/// Parses shard bytes; `path` is used in error messages.
+pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>> {
+    let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let info = meta.metadata().clone().unwrap_or_default();
+    if info.get("format").map(String::as_str) != Some(SHARD_FORMAT) {
+        return Err(corrupt(format!("not an eda feature shard (metadata format must be `{SHARD_FORMAT}`)")));
+    }
+    let get = |name: &str| st.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: path.into() });
+    let ids_t = get("input_ids")?;
+    let hid_t = get("hidden_states")?;
+    let mask_t = get("loss_mask")?;
+    let off_t = get("sample_offsets")?;
+    let expect = |name: &str, got: Dtype, want: Dtype| -> Result<()> {
+        if got != want {
+            return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{got:?} (expected {want:?})") });
+        }
+        Ok(())
+    };
+    expect("input_ids", ids_t.dtype(), Dtype::U32)?;
+    expect("loss_mask", mask_t.dtype(), Dtype::U8)?;
+    expect("sample_offsets", off_t.dtype(), Dtype::U64)?;
+    if hid_t.shape().len() != 2 {
+        return Err(EdaError::ShapeMismatch { name: "hidden_states".into(), expected: vec![ids_t.shape()[0], 0], actual: hid_t.shape().to_vec() });
+    }
+    let t = ids_t.shape()[0];
+    let h = hid_t.shape()[1];
+    if hid_t.shape()[0] != t || mask_t.shape() != [t] {
+        return Err(EdaError::ShapeMismatch { name: "hidden_states/loss_mask".into(), expected: vec![t, h], actual: hid_t.shape().to_vec() });
+    }
+    let ids: Vec<u32> = ids_t.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let offsets: Vec<usize> = off_t.data().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
+    let hidden: Vec<f32> = match hid_t.dtype() {
+        Dtype::F32 => hid_t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::BF16 => hid_t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::F16 => hid_t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => return Err(EdaError::UnsupportedDType { name: "hidden_states".into(), dtype: format!("{other:?}") }),
+    };
+    let mask = mask_t.data().to_vec();
+    let sample_ids: Vec<String> = match info.get("sample_ids") {
+        Some(j) => serde_json::from_str(j).map_err(|e| corrupt(format!("bad sample_ids metadata: {e}")))?,
+        None => (0..offsets.len().saturating_sub(1)).map(|i| i.to_string()).collect(),
+    };
+    if offsets.len() != sample_ids.len() + 1 || offsets.first() != Some(&0) || offsets.last() != Some(&t) || offsets.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(corrupt(format!("ragged shard: sample offsets {offsets:?} do not partition {t} tokens into {} samples", sample_ids.len())));
+    }
+    let mut out = Vec::with_capacity(sample_ids.len());
+    for (i, id) in sample_ids.into_iter().enumerate() {
+        let (a, b) = (offsets[i], offsets[i + 1]);
+        out.push(FeatureSample::new(id, ids[a..b].to_vec(), hidden[a * h..b * h].to_vec(), h, mask[a..b].to_vec())?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,8 @@
+//! One module per subcommand; each exposes `Args` (clap) and `run`.
+
+pub mod demo;
+pub mod eval;
+pub mod generate;
+pub mod regenerate;
+pub mod select;
+pub mod train;

@@ -1,1 +1,21 @@
-//! placeholder
+//! # eda-draft
+//!
+//! The EDA draft model (arXiv 2603.09527): an EAGLE-1 style draft layer whose FFN is a
+//! shared/private mixture of SwiGLU experts (SP-MoE). See the method spec §2.
+//!
+//! - [`EdaDraftConfig`]: the draft's shape.
+//! - [`EdaDraft`]: the module (training forward, freezing, re-initialisation, parameter counts,
+//!   checkpoints in the EDA layout and export/import of the plain EAGLE layout).
+//! - [`DraftSession`]: an [`EdaDraft`] with a KV cache implementing [`eda_core::DraftModel`].
+//! - [`moe`]: routing and the load-balancing loss.
+
+pub mod checkpoint;
+pub mod config;
+mod init;
+pub mod model;
+pub mod moe;
+pub mod session;
+
+pub use config::EdaDraftConfig;
+pub use model::{DraftForward, EdaDraft, FreezePlan, ParamCounts};
+pub use session::DraftSession;

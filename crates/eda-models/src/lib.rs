@@ -1,1 +1,33 @@
-//! placeholder
+//! # eda-models
+//!
+//! Qwen2/Qwen2.5 and Llama target models implemented with burn 0.22, loaded from HuggingFace
+//! checkpoints (`config.json` + safetensors, single or sharded, F32/F16/BF16) and exposed
+//! through [`eda_core::TargetModel`].
+//!
+//! * [`layers`]: transformer building blocks (RMSNorm, rotary embedding, GQA attention with a
+//!   KV cache, SwiGLU MLP) that the draft models reuse;
+//! * [`ModelConfig`]: HF `config.json`;
+//! * [`CausalLm`]: the model itself (training forward, `save_pretrained`);
+//! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches;
+//! * [`load_tokenizer`]: `tokenizer.json` checked against the embedding.
+//!
+//! ```no_run
+//! use eda_core::{generate::generate_autoregressive, GenerationConfig};
+//! let device = eda_core::backend::device_from_name("cpu")?;
+//! let mut target = eda_models::Target::from_pretrained("Qwen2.5-0.5B-Instruct".as_ref(), &device)?;
+//! let out = generate_autoregressive(&mut target, &[9707, 11], &GenerationConfig::greedy())?;
+//! # Ok::<(), eda_core::EdaError>(())
+//! ```
+
+pub mod config;
+pub mod layers;
+pub mod loader;
+pub mod model;
+pub mod target;
+pub mod tokenizer;
+
+pub use config::{ModelConfig, RopeScaling};
+pub use loader::{load_causal_lm, load_pretrained, WeightSource};
+pub use model::{CausalLm, DecoderLayer};
+pub use target::Target;
+pub use tokenizer::{load_tokenizer, tokenizer_vocab_size};

@@ -1,1 +1,33 @@
-//! placeholder
+//! # eda-regen
+//!
+//! Data regeneration for EDA (spec §4): the **fine-tuned target answers the domain prompts
+//! itself**, then one teacher-forced forward pass over `prompt ++ answer` records the target's
+//! last-layer hidden states (after the final norm, the LM-head input) at every position. The
+//! results are [`FeatureSample`](eda_core::data::FeatureSample)s written to safetensors shards
+//! with a resumable `manifest.json`.
+//!
+//! Pieces:
+//!
+//! - [`prompts`]: JSONL / chat JSONL / ShareGPT JSON loading into [`PromptRecord`]s;
+//! - [`template`]: [`ChatTemplate`] (ChatML, Llama 3, plain) and the loss mask;
+//! - [`regenerator`]: [`LocalRegenerator`] (the target itself) and [`OpenAiRegenerator`] (an
+//!   OpenAI-compatible `/v1/completions` server, answers re-tokenised locally);
+//! - [`pipeline`]: [`regenerate_dataset`], shards, [`Manifest`], resume.
+//!
+//! Generation is sequential per model instance (one KV cache). CPU-side work that does not need
+//! the model, i.e. chat rendering and tokenisation of every pending prompt (and of reference
+//! answers), runs up front in parallel with rayon; shards are serialised between samples on the
+//! calling thread (serialising a shard is small next to generating its samples).
+
+pub mod pipeline;
+pub mod prompts;
+pub mod regenerator;
+pub mod template;
+
+pub use pipeline::{
+    extract_features, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode, RegenSettings, RegenSummary,
+    ShardRecord, SkippedPrompt, MANIFEST_FILE, MANIFEST_FORMAT,
+};
+pub use prompts::{load_prompts, parse_prompts, Message, PromptFormat, PromptRecord, Role};
+pub use regenerator::{LocalRegenerator, OpenAiRegenerator, OpenAiSettings};
+pub use template::ChatTemplate;

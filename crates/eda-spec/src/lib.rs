@@ -1,1 +1,138 @@
-//! placeholder
+//! # eda-spec
+//!
+//! Speculative decoding over any [`TargetModel`](eda_core::TargetModel) and
+//! [`DraftModel`](eda_core::DraftModel) (trait objects):
+//!
+//! - [`ChainStrategy`]: classic chain drafting with standard rejection sampling;
+//! - [`TreeStrategy`]: EAGLE-2 dynamic tree drafting with lossless tree verification
+//!   (spec §6.2–6.3);
+//! - [`Autoregressive`]: the plain target baseline;
+//! - [`LmDraft`]: any small language model (same tokenizer) used as a token-only draft;
+//! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
+//!   acceptance per depth, cost ratio, predicted and measured speedup against autoregressive
+//!   decoding in the same process, as JSON and as a table;
+//! - [`toy`]: exact toy models used by the tests, examples and benchmarks.
+//!
+//! ## Alignment and caches
+//!
+//! After every cycle both models' caches hold exactly the committed context:
+//! the target's cache holds `prompt + emitted - 1` positions (the last emitted token is the root
+//! of the next draft and not yet fed); an EAGLE draft's cache holds the same number of pairs
+//! (target feature `h_t`, token `x_{t+1}`) once it has caught up, a token-only draft one more
+//! (it also reads `x_0`). Accepted tokens are never recomputed by the target: after tree
+//! verification only the accepted path is retained. The draft's speculative nodes are dropped
+//! after drafting and the accepted positions are fed to it as committed context next cycle, with
+//! the target's hidden states of those positions as features.
+//!
+//! ```
+//! use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
+//! use eda_spec::{toy::{ToyEagleDraft, ToyLm}, TreeStrategy};
+//! let device = device_from_name("cpu").unwrap();
+//! let mut target = ToyLm::random(32, 128, 3.0, 1, &device);
+//! let mut draft = ToyEagleDraft::for_target(&target, 1.0, 2);
+//! let cfg = GenerationConfig { max_new_tokens: 30, ..GenerationConfig::greedy() };
+//! let spec = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 }.generate(&mut target, &mut draft, &[4, 5], &cfg).unwrap();
+//! let plain = generate_autoregressive(&mut target, &[4, 5], &cfg).unwrap();
+//! assert_eq!(spec.tokens, plain.tokens); // greedy speculative decoding is exact
+//! ```
+
+mod chain;
+pub mod eval;
+mod lm_draft;
+mod session;
+pub mod toy;
+mod tree;
+
+#[cfg(test)]
+mod tests;
+
+use eda_core::{DecodingStrategy, DraftModel, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
+use serde::{Deserialize, Serialize};
+
+pub use chain::{Autoregressive, ChainStrategy};
+pub use eval::{evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport, PromptReport, SpeedupMeasurement};
+pub use lm_draft::LmDraft;
+pub use session::CommitCallback;
+pub use tree::TreeStrategy;
+
+/// A [`DecodingStrategy`] with a name, a drafting size and a streaming entry point.
+pub trait SpeculativeStrategy: DecodingStrategy {
+    /// Human-readable description, e.g. `tree(depth=5, top_k=10, total_tokens=60)`.
+    fn name(&self) -> String;
+
+    /// The γ used by [`eda_core::predicted_speedup`]: drafted tokens (chain) or drafted levels
+    /// (tree) per cycle, 0 for autoregressive decoding.
+    fn drafted_per_cycle(&self) -> usize;
+
+    /// Like [`DecodingStrategy::generate`], calling `on_commit(new_tokens, metrics)` every time
+    /// tokens are committed (for live printing).
+    fn generate_streaming(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+        on_commit: CommitCallback<'_>,
+    ) -> Result<GenerationOutput>;
+}
+
+/// Any of the strategies of this crate, selected at run time (CLI, configuration files).
+///
+/// ```
+/// use eda_spec::{Strategy, SpeculativeStrategy};
+/// let s: Strategy = serde_json::from_str(r#"{"tree":{"depth":5,"top_k":10,"total_tokens":60}}"#).unwrap();
+/// assert_eq!(s.drafted_per_cycle(), 6);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Strategy {
+    /// Plain target decoding.
+    Autoregressive,
+    /// Chain drafting.
+    Chain(ChainStrategy),
+    /// EAGLE-2 dynamic tree drafting.
+    Tree(TreeStrategy),
+}
+
+impl DecodingStrategy for Strategy {
+    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+        match self {
+            Strategy::Autoregressive => Autoregressive.generate(target, draft, prompt, cfg),
+            Strategy::Chain(c) => c.generate(target, draft, prompt, cfg),
+            Strategy::Tree(t) => t.generate(target, draft, prompt, cfg),
+        }
+    }
+}
+
+impl SpeculativeStrategy for Strategy {
+    fn name(&self) -> String {
+        match self {
+            Strategy::Autoregressive => Autoregressive.name(),
+            Strategy::Chain(c) => c.name(),
+            Strategy::Tree(t) => t.name(),
+        }
+    }
+
+    fn drafted_per_cycle(&self) -> usize {
+        match self {
+            Strategy::Autoregressive => 0,
+            Strategy::Chain(c) => c.drafted_per_cycle(),
+            Strategy::Tree(t) => t.drafted_per_cycle(),
+        }
+    }
+
+    fn generate_streaming(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+        on_commit: CommitCallback<'_>,
+    ) -> Result<GenerationOutput> {
+        match self {
+            Strategy::Autoregressive => Autoregressive.generate_streaming(target, draft, prompt, cfg, on_commit),
+            Strategy::Chain(c) => c.generate_streaming(target, draft, prompt, cfg, on_commit),
+            Strategy::Tree(t) => t.generate_streaming(target, draft, prompt, cfg, on_commit),
+        }
+    }
+}

@@ -1,0 +1,259 @@
+//! Reading HuggingFace safetensors checkpoints (single file or sharded) into a [`CausalLm`].
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use burn::nn::{Embedding, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use memmap2::Mmap;
+use rayon::prelude::*;
+use safetensors::tensor::{Metadata, TensorInfo};
+use safetensors::{Dtype, SafeTensors};
+use sha2::{Digest, Sha256};
+
+use eda_core::{EdaError, Result};
+
+use crate::config::ModelConfig;
+use crate::layers::{Attention, Mlp, RmsNorm};
+use crate::model::{param, rope_for, CausalLm, DecoderLayer};
+
+struct ShardFile {
+    path: PathBuf,
+    mmap: Mmap,
+    header_len: usize,
+    metadata: Metadata,
+}
+
+/// The tensors of a HF checkpoint directory, memory-mapped.
+///
+/// Accepts `model.safetensors` or a sharded `model.safetensors.index.json` (`weight_map`).
+/// Tensors stored as F32, F16 or BF16 are converted to f32.
+pub struct WeightSource {
+    /// Where names are looked up (the single file, or the index for sharded checkpoints).
+    origin: PathBuf,
+    files: Vec<ShardFile>,
+    /// Tensor name -> index into `files`.
+    map: HashMap<String, usize>,
+}
+
+fn st_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
+    EdaError::Safetensors { path: path.to_path_buf(), message: e.to_string() }
+}
+
+fn open_shard(path: &Path) -> Result<ShardFile> {
+    let file = File::open(path).map_err(|e| EdaError::io(path, e))?;
+    // SAFETY: the checkpoint is treated as read-only; concurrent truncation by another process
+    // is outside eda's contract (as for every mmap-based loader).
+    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| EdaError::io(path, e))?;
+    let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, format!("{e:?}")))?;
+    Ok(ShardFile { path: path.to_path_buf(), mmap, header_len, metadata })
+}
+
+impl WeightSource {
+    /// Opens the checkpoint in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        let single = dir.join("model.safetensors");
+        let index = dir.join("model.safetensors.index.json");
+        if single.is_file() {
+            let shard = open_shard(&single)?;
+            let map = shard.metadata.tensors().into_keys().map(|k| (k, 0)).collect();
+            return Ok(WeightSource { origin: single, files: vec![shard], map });
+        }
+        if index.is_file() {
+            let v: serde_json::Value = eda_core::io::read_json(&index)?;
+            let wm = v
+                .get("weight_map")
+                .and_then(|w| w.as_object())
+                .ok_or_else(|| EdaError::json(&index, "missing object `weight_map`"))?;
+            let mut shard_names: Vec<String> = Vec::new();
+            let mut map = HashMap::new();
+            for (name, file) in wm {
+                let file = file.as_str().ok_or_else(|| EdaError::json(&index, format!("weight_map[{name}] must be a file name")))?;
+                if file.contains('/') || file.contains('\\') || file.contains("..") {
+                    return Err(EdaError::json(&index, format!("weight_map[{name}] = `{file}` is not a plain file name")));
+                }
+                let idx = match shard_names.iter().position(|f| f == file) {
+                    Some(i) => i,
+                    None => {
+                        shard_names.push(file.to_string());
+                        shard_names.len() - 1
+                    }
+                };
+                map.insert(name.clone(), idx);
+            }
+            let files = shard_names.iter().map(|f| open_shard(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+            return Ok(WeightSource { origin: index, files, map });
+        }
+        if !dir.is_dir() {
+            return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));
+        }
+        Err(EdaError::io(
+            &single,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "neither model.safetensors nor model.safetensors.index.json found"),
+        ))
+    }
+
+    /// Whether the checkpoint has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        self.map.contains_key(name)
+    }
+
+    /// Files backing the checkpoint (in shard order).
+    pub fn files(&self) -> Vec<&Path> {
+        self.files.iter().map(|f| f.path.as_path()).collect()
+    }
+
+    fn info(&self, name: &str) -> Result<(&ShardFile, &TensorInfo)> {
+        let idx = *self.map.get(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.origin.clone() })?;
+        let shard = &self.files[idx];
+        let info = shard
+            .metadata
+            .info(name)
+            .ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: shard.path.clone() })?;
+        Ok((shard, info))
+    }
+
+    /// Reads tensor `name` as f32, checking its shape against `expected`.
+    pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        let (shard, info) = self.info(name)?;
+        if info.shape != expected {
+            return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: info.shape.clone() });
+        }
+        let (start, end) = info.data_offsets;
+        let base = 8 + shard.header_len;
+        let bytes = shard
+            .mmap
+            .get(base + start..base + end)
+            .ok_or_else(|| st_err(&shard.path, format!("data of `{name}` lies outside the file")))?;
+        let n: usize = expected.iter().product();
+        let width = match info.dtype {
+            Dtype::F32 => 4,
+            Dtype::F16 | Dtype::BF16 => 2,
+            other => return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{other:?}") }),
+        };
+        if bytes.len() != n * width {
+            return Err(st_err(&shard.path, format!("`{name}` holds {} bytes, expected {}", bytes.len(), n * width)));
+        }
+        const CHUNK: usize = 1 << 16;
+        let mut out = vec![0f32; n];
+        match info.dtype {
+            Dtype::F32 => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 4)).for_each(|(o, b)| {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(4)) {
+                    *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                }
+            }),
+            Dtype::F16 => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 2)).for_each(|(o, b)| {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }),
+            _ => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 2)).for_each(|(o, b)| {
+                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
+                    *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
+                }
+            }),
+        }
+        Ok(out)
+    }
+
+    fn vec1(&self, name: &str, n: usize, device: &Device) -> Result<Tensor<1>> {
+        Ok(Tensor::from_data(TensorData::new(self.read_f32(name, &[n])?, [n]), device))
+    }
+
+    fn mat(&self, name: &str, rows: usize, cols: usize, device: &Device) -> Result<Tensor<2>> {
+        Ok(Tensor::from_data(TensorData::new(self.read_f32(name, &[rows, cols])?, [rows, cols]), device))
+    }
+
+    /// A burn [`Linear`] from HF `{prefix}.weight` (`[out, in]`) and optional `{prefix}.bias`.
+    /// The weight is transposed on the host so that the burn tensor is contiguous.
+    pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Linear> {
+        let name = format!("{prefix}.weight");
+        let w = self.read_f32(&name, &[d_out, d_in])?;
+        let mut t = vec![0f32; w.len()];
+        t.par_chunks_mut(d_out).enumerate().for_each(|(i, row)| {
+            for (o, x) in row.iter_mut().enumerate() {
+                *x = w[o * d_in + i];
+            }
+        });
+        let weight = param(Tensor::from_data(TensorData::new(t, [d_in, d_out]), device));
+        let bias = if bias { Some(param(self.vec1(&format!("{prefix}.bias"), d_out, device)?)) } else { None };
+        Ok(Linear { weight, bias })
+    }
+
+    /// SHA-256 over every byte of the checkpoint files (in shard order), hex.
+    pub fn hash_into(&self, hasher: &mut Sha256) {
+        for f in &self.files {
+            hasher.update(&f.mmap[..]);
+        }
+    }
+}
+
+/// Builds a [`CausalLm`] for `cfg` from `src`, checking the name, shape and dtype of every tensor.
+pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) -> Result<CausalLm> {
+    cfg.validate()?;
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+    let eps = cfg.rms_norm_eps;
+    let embed = src.mat("model.embed_tokens.weight", cfg.vocab_size, h, device)?;
+    let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        let b = cfg.attention_bias;
+        layers.push(DecoderLayer {
+            input_layernorm: RmsNorm::from_weight(src.vec1(&format!("{p}.input_layernorm.weight"), h, device)?, eps),
+            self_attn: Attention {
+                q_proj: src.linear(&format!("{p}.self_attn.q_proj"), h, nh * hd, b, device)?,
+                k_proj: src.linear(&format!("{p}.self_attn.k_proj"), h, nkv * hd, b, device)?,
+                v_proj: src.linear(&format!("{p}.self_attn.v_proj"), h, nkv * hd, b, device)?,
+                o_proj: src.linear(&format!("{p}.self_attn.o_proj"), nh * hd, h, false, device)?,
+                num_heads: nh,
+                num_kv_heads: nkv,
+                head_dim: hd,
+            },
+            post_attention_layernorm: RmsNorm::from_weight(
+                src.vec1(&format!("{p}.post_attention_layernorm.weight"), h, device)?,
+                eps,
+            ),
+            mlp: Mlp {
+                gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), h, i, false, device)?,
+                up_proj: src.linear(&format!("{p}.mlp.up_proj"), h, i, false, device)?,
+                down_proj: src.linear(&format!("{p}.mlp.down_proj"), i, h, false, device)?,
+            },
+        });
+    }
+    let norm = RmsNorm::from_weight(src.vec1("model.norm.weight", h, device)?, eps);
+    let lm_head = if cfg.tie_word_embeddings {
+        None
+    } else {
+        Some(src.linear("lm_head", h, cfg.vocab_size, false, device)?)
+    };
+    Ok(CausalLm {
+        embed_tokens: Embedding { weight: param(embed) },
+        layers,
+        norm,
+        lm_head,
+        rope: rope_for(cfg, device),
+        config: cfg.clone(),
+    })
+}
+
+/// Loads `config.json` and the weights of a HF checkpoint directory; returns the config, the
+/// model and the checkpoint identity (SHA-256 of `config.json` followed by the weight files, hex).
+pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, String)> {
+    if !dir.is_dir() {
+        return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));
+    }
+    let cfg_path = dir.join("config.json");
+    let cfg_bytes = std::fs::read(&cfg_path).map_err(|e| EdaError::io(&cfg_path, e))?;
+    let text = String::from_utf8(cfg_bytes.clone()).map_err(|e| EdaError::json(&cfg_path, e))?;
+    let cfg = ModelConfig::from_json_str(&text, &cfg_path)?;
+    let src = WeightSource::open(dir)?;
+    let lm = load_causal_lm(&cfg, &src, device)?;
+    let mut hasher = Sha256::new();
+    hasher.update(&cfg_bytes);
+    src.hash_into(&mut hasher);
+    let identity = hasher.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>();
+    tracing::info!(dir = %dir.display(), model_type = %cfg.model_type, layers = cfg.num_hidden_layers, "loaded checkpoint");
+    Ok((cfg, lm, identity))
+}

@@ -1,0 +1,153 @@
+//! [`Target`]: a [`CausalLm`] with per-layer KV caches, implementing [`TargetModel`].
+
+use std::path::Path;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use eda_core::{AttentionMask, EdaError, ModelInfo, Result, TargetModel, TargetOutput, TokenId};
+
+use crate::config::ModelConfig;
+use crate::layers::{validate_keep, KvCache};
+use crate::model::CausalLm;
+
+/// A target LLM ready for prefill, KV-cache decoding and tree verification.
+///
+/// ```
+/// use eda_core::TargetModel;
+/// use eda_models::{CausalLm, ModelConfig, Target};
+/// let device = eda_core::backend::device_from_name("cpu").unwrap();
+/// let cfg = ModelConfig::llama(32, 16, 32, 1, 2, 1, 64);
+/// let mut t = Target::new(CausalLm::new(&cfg, &device), "random".into());
+/// let out = t.forward(&[1, 2, 3]).unwrap();
+/// assert_eq!(out.logits.dims(), [3, 32]);
+/// assert_eq!(t.cache_len(), 3);
+/// ```
+#[derive(Debug)]
+pub struct Target {
+    lm: CausalLm,
+    caches: Vec<KvCache>,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Target {
+    /// Wraps an in-memory model; `identity` is recorded in [`ModelInfo::identity`].
+    pub fn new(lm: CausalLm, identity: String) -> Self {
+        let cfg = lm.config().clone();
+        let device = lm.embed_tokens.weight.val().device();
+        let info = ModelInfo {
+            model_type: cfg.model_type.clone(),
+            vocab_size: cfg.vocab_size,
+            hidden_size: cfg.hidden_size,
+            max_position_embeddings: cfg.max_position_embeddings,
+            eos_token_ids: cfg.eos_token_ids.clone(),
+            identity,
+        };
+        Target { caches: (0..cfg.num_hidden_layers).map(|_| KvCache::new()).collect(), lm, info, device }
+    }
+
+    /// Loads a HF checkpoint directory (`config.json` + `model.safetensors` or a sharded index)
+    /// onto `device`. The identity is the SHA-256 of `config.json` and the weight files.
+    pub fn from_pretrained(dir: &Path, device: &Device) -> Result<Self> {
+        let (_, lm, identity) = crate::loader::load_pretrained(dir, device)?;
+        Ok(Self::new(lm, identity))
+    }
+
+    /// The underlying model.
+    pub fn model(&self) -> &CausalLm {
+        &self.lm
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        self.lm.config()
+    }
+
+    /// Gives the model back (the caches are dropped).
+    pub fn into_model(self) -> CausalLm {
+        self.lm
+    }
+
+    /// The per-layer caches (read-only).
+    pub fn caches(&self) -> &[KvCache] {
+        &self.caches
+    }
+}
+
+impl TargetModel for Target {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn device(&self) -> Device {
+        self.device.clone()
+    }
+
+    fn cache_len(&self) -> usize {
+        self.caches.first().map(KvCache::len).unwrap_or(0)
+    }
+
+    fn reset_cache(&mut self) {
+        self.caches.iter_mut().for_each(KvCache::reset);
+    }
+
+    fn truncate_cache(&mut self, len: usize) -> Result<()> {
+        let cur = self.cache_len();
+        if len > cur {
+            return Err(EdaError::InvalidArgument(format!("cannot truncate a cache of {cur} positions to {len}")));
+        }
+        self.caches.iter_mut().try_for_each(|c| c.truncate(len))
+    }
+
+    fn retain_cache(&mut self, keep: &[usize]) -> Result<()> {
+        validate_keep(keep, self.cache_len())?;
+        self.caches.iter_mut().try_for_each(|c| c.retain(keep))
+    }
+
+    fn forward_masked(&mut self, tokens: &[TokenId], positions: &[usize], mask: &AttentionMask) -> Result<TargetOutput> {
+        let n = tokens.len();
+        let past = self.cache_len();
+        if n == 0 {
+            return Err(EdaError::InvalidArgument("forward needs at least one token".into()));
+        }
+        if positions.len() != n {
+            return Err(EdaError::mismatch("positions (one per token)", n, positions.len()));
+        }
+        if mask.past() != past {
+            return Err(EdaError::InvalidArgument(format!("mask covers {} cached positions but the cache holds {past}", mask.past())));
+        }
+        if mask.new_len() != n {
+            return Err(EdaError::mismatch("attention mask rows (one per token)", n, mask.new_len()));
+        }
+        let cfg = self.lm.config();
+        let max = cfg.max_position_embeddings;
+        if let Some(&p) = positions.iter().max() {
+            if p >= max {
+                return Err(EdaError::SequenceTooLong { len: p + 1, max });
+            }
+        }
+        if let Some(&t) = tokens.iter().find(|&&t| t as usize >= cfg.vocab_size) {
+            return Err(EdaError::InvalidArgument(format!("token id {t} is outside the vocabulary of {}", cfg.vocab_size)));
+        }
+        let (vocab, hidden_size) = (cfg.vocab_size, cfg.hidden_size);
+        let bias = if mask.is_causal() {
+            None
+        } else {
+            Some(Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, past + n]), &self.device))
+        };
+        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        let x = self.lm.embed(ids);
+        let hidden = self.lm.forward_hidden(x, positions, Some(&mut self.caches), bias);
+        let logits = self.lm.logits(hidden.clone());
+        Ok(TargetOutput { logits: logits.reshape([n, vocab]), hidden: hidden.reshape([n, hidden_size]) })
+    }
+
+    fn embedding_weight(&self) -> Tensor<2> {
+        self.lm.embed_tokens.weight.val()
+    }
+
+    fn lm_head_weight(&self) -> Tensor<2> {
+        self.lm.lm_head_weight()
+    }
+}

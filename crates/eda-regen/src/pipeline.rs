@@ -1,0 +1,552 @@
+//! The regeneration pipeline: prompts → responses → teacher-forced features → shards + manifest.
+//!
+//! Output directory layout:
+//!
+//! | file | content |
+//! |---|---|
+//! | `shard-NNNNN.safetensors` | [`eda_core::data::write_shard`] shard of up to `shard_size` samples |
+//! | `shard-NNNNN.responses.jsonl` | the same samples as ShareGPT records (`id`, `conversations`), for inspection and export |
+//! | `manifest.json` | [`Manifest`]: settings, target identity, completed shards and their ids, counts |
+//!
+//! **Resume.** Every file is written atomically, the shard first, then the manifest that lists it.
+//! A rerun with the same [`RegenSettings`] skips every prompt listed in a completed shard (or
+//! recorded as skipped) and appends new shards; a run killed mid-shard loses only the samples of
+//! the unfinished shard, which the rerun redoes. Different settings are rejected with
+//! [`EdaError::InvalidConfig`] naming the differing fields. `limit` and `shard_size` are not
+//! settings: a run with `limit = k` followed by a full run yields the same samples, in dataset
+//! order, as one full run (with sampling, each prompt's seed is derived from the configured seed
+//! and the prompt's id, so it does not depend on which run handles it).
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use eda_core::backend::to_vec_f32;
+use eda_core::data::{write_shard, FeatureDType, FeatureSample};
+use eda_core::{EdaError, GenerationConfig, ModelInfo, Regenerator, Result, TargetModel, TokenId};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokenizers::Tokenizer;
+
+use crate::prompts::{PromptRecord, Role};
+use crate::regenerator::{LocalRegenerator, OpenAiRegenerator};
+use crate::template::{encode, join_with_mask, ChatTemplate};
+
+/// Name of the manifest file in the output directory.
+pub const MANIFEST_FILE: &str = "manifest.json";
+/// Format tag of the manifest.
+pub const MANIFEST_FORMAT: &str = "eda-regen-v1";
+
+/// Where responses come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegenMode {
+    /// The target answers every prompt (EDA's regenerated data).
+    Regenerated,
+    /// The dataset's own `reference_response` is used as is (the "original data" baseline);
+    /// prompts without one are skipped.
+    Original,
+}
+
+/// What to do with a sequence longer than the maximum length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OverflowPolicy {
+    /// Skip the prompt (logged and recorded in the manifest).
+    Skip,
+    /// Keep the *last* `max_len - 1` prompt tokens (the assistant header survives) and cut the
+    /// response's tail so the whole sequence fits.
+    Truncate,
+}
+
+/// Which generator produced the responses (recorded in the manifest; compared on resume).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GeneratorRecord {
+    /// The local target.
+    Local,
+    /// An OpenAI-compatible server.
+    OpenAi {
+        /// Server base URL.
+        base_url: String,
+        /// Served model name.
+        model: String,
+    },
+    /// No generation ([`RegenMode::Original`]).
+    None,
+}
+
+/// Settings of a regeneration run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegenConfig {
+    /// Regenerate responses or reuse the dataset's.
+    pub mode: RegenMode,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// System prompt for conversations without one (must match at generation and training).
+    pub system_prompt: Option<String>,
+    /// Decoding settings. The model's EOS ids and the template's end-of-turn token are added to
+    /// `stop_tokens`; `max_new_tokens` is further capped so that the sequence fits `max_seq_len`.
+    pub generation: GenerationConfig,
+    /// Start the loss mask on the last header token (the reference's convention; see
+    /// [`template`](crate::template)).
+    pub start_one_early: bool,
+    /// Maximum sequence length (prompt + response); `None` uses the model's maximum positions.
+    /// The reference trains with 2048.
+    pub max_seq_len: Option<usize>,
+    /// What to do with sequences longer than the maximum.
+    pub overflow: OverflowPolicy,
+    /// Samples per shard.
+    pub shard_size: usize,
+    /// Only consider the first `limit` prompts of the dataset.
+    pub limit: Option<usize>,
+    /// Precision of the stored hidden states.
+    pub dtype: FeatureDType,
+}
+
+impl Default for RegenConfig {
+    /// Regenerated mode, ChatML, no system prompt, greedy with up to 512 new tokens, reference
+    /// mask convention, model's maximum length, skip overlong prompts, 256 samples per shard, F32.
+    fn default() -> Self {
+        RegenConfig {
+            mode: RegenMode::Regenerated,
+            template: ChatTemplate::ChatMl,
+            system_prompt: None,
+            generation: GenerationConfig { max_new_tokens: 512, ..GenerationConfig::greedy() },
+            start_one_early: true,
+            max_seq_len: None,
+            overflow: OverflowPolicy::Skip,
+            shard_size: 256,
+            limit: None,
+            dtype: FeatureDType::F32,
+        }
+    }
+}
+
+/// The settings a resumed run must share with the run that wrote the manifest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegenSettings {
+    /// The target (its `identity` names the weights).
+    pub target: ModelInfo,
+    /// Regenerated or original responses.
+    pub mode: RegenMode,
+    /// Chat template.
+    pub template: ChatTemplate,
+    /// System prompt used for conversations without one.
+    pub system_prompt: Option<String>,
+    /// Effective generation settings (stop tokens included).
+    pub generation: GenerationConfig,
+    /// Who generated.
+    pub generator: GeneratorRecord,
+    /// Loss-mask convention.
+    pub start_one_early: bool,
+    /// Effective maximum sequence length.
+    pub max_seq_len: usize,
+    /// Overflow policy.
+    pub overflow: OverflowPolicy,
+    /// Stored feature precision.
+    pub dtype: FeatureDType,
+}
+
+/// One completed shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Shard file name (relative to the output directory).
+    pub file: String,
+    /// Sidecar file with the responses as ShareGPT records.
+    pub responses_file: String,
+    /// Sample ids, in shard order.
+    pub ids: Vec<String>,
+    /// Tokens in the shard.
+    pub tokens: usize,
+    /// Tokens with loss mask 1.
+    pub masked_tokens: usize,
+}
+
+/// A prompt that produced no sample.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SkippedPrompt {
+    /// Prompt id.
+    pub id: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// `manifest.json`: what a regeneration run produced.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`MANIFEST_FORMAT`].
+    pub format: String,
+    /// Settings (compared on resume).
+    pub settings: RegenSettings,
+    /// Completed shards, in order.
+    pub shards: Vec<ShardRecord>,
+    /// Prompts that were skipped (not retried on resume).
+    pub skipped: Vec<SkippedPrompt>,
+    /// Samples in all shards.
+    pub samples: usize,
+    /// Tokens in all shards.
+    pub tokens: usize,
+    /// Masked (response) tokens in all shards.
+    pub masked_tokens: usize,
+    /// Index of the next shard file to write.
+    pub next_shard_index: usize,
+}
+
+impl Manifest {
+    /// Reads a manifest, checking its format tag.
+    pub fn load(path: &Path) -> Result<Manifest> {
+        let m: Manifest = eda_core::io::read_json(path)?;
+        if m.format != MANIFEST_FORMAT {
+            return Err(EdaError::json(path, format!("format is `{}`, expected `{MANIFEST_FORMAT}`", m.format)));
+        }
+        Ok(m)
+    }
+
+    /// Ids of every sample in a completed shard, in order.
+    pub fn sample_ids(&self) -> impl Iterator<Item = &str> {
+        self.shards.iter().flat_map(|s| s.ids.iter().map(String::as_str))
+    }
+
+    /// Paths of the shard files under `dir`.
+    pub fn shard_paths(&self, dir: &Path) -> Vec<PathBuf> {
+        self.shards.iter().map(|s| dir.join(&s.file)).collect()
+    }
+}
+
+/// What one call of [`regenerate_dataset`] did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegenSummary {
+    /// Samples written by this call.
+    pub new_samples: usize,
+    /// Prompts skipped by this call.
+    pub new_skipped: usize,
+    /// Prompts already done by an earlier run.
+    pub already_done: usize,
+    /// Shards written by this call.
+    pub shards_written: usize,
+    /// Response tokens produced by this call.
+    pub response_tokens: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// The manifest after this call.
+    pub manifest: Manifest,
+}
+
+/// Runs the target over `ids` (cache reset first) and packages its post-norm last-layer hidden
+/// states as a sample; the loss mask is given by the caller.
+pub fn extract_features(target: &mut dyn TargetModel, id: &str, ids: Vec<TokenId>, loss_mask: Vec<u8>) -> Result<FeatureSample> {
+    let h = target.info().hidden_size;
+    let max = target.info().max_position_embeddings;
+    if ids.len() > max {
+        return Err(EdaError::SequenceTooLong { len: ids.len(), max });
+    }
+    target.reset_cache();
+    let out = target.forward(&ids)?;
+    target.reset_cache();
+    let dims = out.hidden.dims();
+    if dims != [ids.len(), h] {
+        return Err(EdaError::ShapeMismatch { name: "target hidden states".into(), expected: vec![ids.len(), h], actual: dims.to_vec() });
+    }
+    FeatureSample::new(id, ids, to_vec_f32(out.hidden)?, h, loss_mask)
+}
+
+/// Per-prompt sampling seed: the first 8 bytes of SHA-256(seed ‖ id).
+fn prompt_seed(seed: u64, id: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(seed.to_le_bytes());
+    h.update(id.as_bytes());
+    let d = h.finalize();
+    u64::from_le_bytes(d[..8].try_into().expect("8 bytes"))
+}
+
+fn settings_diff(old: &RegenSettings, new: &RegenSettings) -> Vec<String> {
+    let a = serde_json::to_value(old).unwrap_or_default();
+    let b = serde_json::to_value(new).unwrap_or_default();
+    match (a.as_object(), b.as_object()) {
+        (Some(a), Some(b)) => a.keys().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} (manifest) vs {} (now)", a[k.as_str()], b.get(k.as_str()).cloned().unwrap_or_default())).collect(),
+        _ => vec!["settings".into()],
+    }
+}
+
+/// Prepared work for one prompt.
+struct Pending<'a> {
+    record: &'a PromptRecord,
+    prompt_ids: Vec<TokenId>,
+    reference_ids: Option<Vec<TokenId>>,
+}
+
+enum Outcome {
+    Sample(FeatureSample, usize),
+    Skipped(String),
+}
+
+/// Regenerates (or, in [`RegenMode::Original`], re-encodes) `prompts` into shards under `out_dir`,
+/// resuming from an existing manifest. `remote`, when given in regenerated mode, generates the
+/// responses instead of the local target (hidden states still come from `target`).
+///
+/// Errors: [`EdaError::InvalidConfig`] on a settings mismatch with an existing manifest or bad
+/// settings, [`EdaError::Tokenizer`] when the template's end token is missing, plus any error of
+/// the target, the server or the file system. Prompts that cannot be used (too long, no reference
+/// answer in original mode) are skipped with a warning and recorded.
+pub fn regenerate_dataset(
+    target: &mut dyn TargetModel,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRecord],
+    cfg: &RegenConfig,
+    mut remote: Option<&mut OpenAiRegenerator>,
+    out_dir: &Path,
+) -> Result<RegenSummary> {
+    let start = Instant::now();
+    if cfg.shard_size == 0 {
+        return Err(EdaError::InvalidConfig("shard_size must be at least 1".into()));
+    }
+    if cfg.mode == RegenMode::Regenerated && cfg.generation.max_new_tokens == 0 {
+        return Err(EdaError::InvalidConfig("max_new_tokens must be at least 1".into()));
+    }
+    cfg.generation.validate()?;
+    if prompts.is_empty() {
+        return Err(EdaError::EmptyDataset("no prompts to regenerate".into()));
+    }
+    let info = target.info().clone();
+    let max_len = cfg.max_seq_len.map_or(info.max_position_embeddings, |m| m.min(info.max_position_embeddings));
+    if max_len < 2 {
+        return Err(EdaError::InvalidConfig(format!("maximum sequence length {max_len} leaves no room for a response")));
+    }
+    let end_id = cfg.template.end_of_turn_id(tokenizer)?;
+    // Token closing a reference answer: the template's end of turn, else the model's EOS.
+    let closing = end_id.or_else(|| info.eos_token_ids.first().copied());
+    let mut generation = cfg.generation.clone();
+    for t in info.eos_token_ids.iter().copied().chain(end_id) {
+        if !generation.stop_tokens.contains(&t) {
+            generation.stop_tokens.push(t);
+        }
+    }
+    let generator = match (cfg.mode, &remote) {
+        (RegenMode::Original, _) => GeneratorRecord::None,
+        (RegenMode::Regenerated, None) => GeneratorRecord::Local,
+        (RegenMode::Regenerated, Some(r)) => GeneratorRecord::OpenAi { base_url: r.settings().base_url.clone(), model: r.settings().model.clone() },
+    };
+    let settings = RegenSettings {
+        target: info.clone(),
+        mode: cfg.mode,
+        template: cfg.template,
+        system_prompt: cfg.system_prompt.clone(),
+        generation: if cfg.mode == RegenMode::Original { GenerationConfig { stop_tokens: vec![], ..GenerationConfig::greedy() } } else { generation.clone() },
+        generator,
+        start_one_early: cfg.start_one_early,
+        max_seq_len: max_len,
+        overflow: cfg.overflow,
+        dtype: cfg.dtype,
+    };
+
+    let manifest_path = out_dir.join(MANIFEST_FILE);
+    let mut manifest = if manifest_path.exists() {
+        let mut m = Manifest::load(&manifest_path)?;
+        let diff = settings_diff(&m.settings, &settings);
+        if m.settings != settings {
+            return Err(EdaError::InvalidConfig(format!(
+                "{} was written with different settings; use another output directory or the same settings ({})",
+                manifest_path.display(),
+                if diff.is_empty() { "settings differ".to_string() } else { diff.join("; ") }
+            )));
+        }
+        let before = m.shards.len();
+        m.shards.retain(|s| {
+            let ok = out_dir.join(&s.file).exists();
+            if !ok {
+                tracing::warn!(file = %s.file, "shard listed in the manifest is missing; its prompts will be redone");
+            }
+            ok
+        });
+        if m.shards.len() != before {
+            recount(&mut m);
+        }
+        tracing::info!(samples = m.samples, shards = m.shards.len(), skipped = m.skipped.len(), "resuming from {}", manifest_path.display());
+        m
+    } else {
+        Manifest { format: MANIFEST_FORMAT.into(), settings, shards: vec![], skipped: vec![], samples: 0, tokens: 0, masked_tokens: 0, next_shard_index: 0 }
+    };
+
+    let done: HashSet<String> = manifest.sample_ids().map(str::to_owned).chain(manifest.skipped.iter().map(|s| s.id.clone())).collect();
+    let considered = &prompts[..cfg.limit.unwrap_or(prompts.len()).min(prompts.len())];
+    let todo: Vec<&PromptRecord> = considered.iter().filter(|r| !done.contains(&r.id)).collect();
+    let already_done = considered.len() - todo.len();
+
+    // CPU-side preparation in parallel: chat rendering and tokenisation.
+    let system = cfg.system_prompt.as_deref();
+    let prepared: Vec<Pending> = todo
+        .par_iter()
+        .map(|r| -> Result<Pending> {
+            let prompt_ids = encode(tokenizer, &cfg.template.render_prompt(&r.messages, system))?;
+            let reference_ids = match (cfg.mode, &r.reference_response) {
+                (RegenMode::Original, Some(text)) => {
+                    let mut ids = encode(tokenizer, text)?;
+                    ids.extend(closing);
+                    Some(ids)
+                }
+                _ => None,
+            };
+            Ok(Pending { record: r, prompt_ids, reference_ids })
+        })
+        .collect::<Result<_>>()?;
+
+    let bar = ProgressBar::new(prepared.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} regenerate [{elapsed_precise}] {bar:30} {pos}/{len} samples ({per_sec}) {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    tracing::info!(pending = prepared.len(), already_done, max_len, mode = ?cfg.mode, "regenerating");
+
+    let mut summary_new = 0usize;
+    let mut new_skipped = 0usize;
+    let mut shards_written = 0usize;
+    let mut response_tokens = 0usize;
+    let mut buffer: Vec<(FeatureSample, String)> = Vec::new();
+    let mut pending_skips: Vec<SkippedPrompt> = Vec::new();
+    let mut total_tokens = 0usize;
+
+    for p in prepared {
+        let outcome = process_one(target, tokenizer, &p, cfg, &generation, max_len, remote.as_deref_mut())?;
+        match outcome {
+            Outcome::Sample(sample, resp_len) => {
+                response_tokens += resp_len;
+                total_tokens += sample.len();
+                summary_new += 1;
+                let resp_text = tokenizer.decode(&sample.input_ids[sample.len() - resp_len..], true).unwrap_or_default();
+                let sharegpt = sharegpt_record(p.record, system, &resp_text);
+                buffer.push((sample, sharegpt));
+            }
+            Outcome::Skipped(reason) => {
+                tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
+                new_skipped += 1;
+                pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason });
+            }
+        }
+        bar.inc(1);
+        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        bar.set_message(format!("{:.1} tok/s, {:.1} new tok/s", total_tokens as f64 / secs, response_tokens as f64 / secs));
+        if buffer.len() >= cfg.shard_size {
+            flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
+            shards_written += 1;
+        }
+    }
+    if !buffer.is_empty() {
+        flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
+        shards_written += 1;
+    } else if !pending_skips.is_empty() || !manifest_path.exists() {
+        manifest.skipped.append(&mut pending_skips);
+        eda_core::io::write_json(&manifest_path, &manifest)?;
+    }
+    bar.finish_and_clear();
+    let seconds = start.elapsed().as_secs_f64();
+    tracing::info!(new_samples = summary_new, new_skipped, shards_written, total_samples = manifest.samples, seconds, "regeneration done");
+    Ok(RegenSummary { new_samples: summary_new, new_skipped, already_done, shards_written, response_tokens, seconds, manifest })
+}
+
+fn recount(m: &mut Manifest) {
+    m.samples = m.shards.iter().map(|s| s.ids.len()).sum();
+    m.tokens = m.shards.iter().map(|s| s.tokens).sum();
+    m.masked_tokens = m.shards.iter().map(|s| s.masked_tokens).sum();
+}
+
+fn sharegpt_record(r: &PromptRecord, system: Option<&str>, response: &str) -> String {
+    let mut conv = Vec::new();
+    if let Some(s) = system {
+        if !r.messages.iter().any(|m| m.role == Role::System) {
+            conv.push(serde_json::json!({"from": "system", "value": s}));
+        }
+    }
+    for m in &r.messages {
+        let from = match m.role {
+            Role::System => "system",
+            Role::User => "human",
+            Role::Assistant => "gpt",
+        };
+        conv.push(serde_json::json!({"from": from, "value": m.content}));
+    }
+    conv.push(serde_json::json!({"from": "gpt", "value": response}));
+    serde_json::json!({"id": r.id, "conversations": conv}).to_string()
+}
+
+fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String)>, skips: &mut Vec<SkippedPrompt>, out_dir: &Path, dtype: FeatureDType) -> Result<()> {
+    let index = manifest.next_shard_index;
+    let file = format!("shard-{index:05}.safetensors");
+    let responses_file = format!("shard-{index:05}.responses.jsonl");
+    let (samples, lines): (Vec<FeatureSample>, Vec<String>) = std::mem::take(buffer).into_iter().unzip();
+    write_shard(&out_dir.join(&file), &samples, dtype)?;
+    let mut text = lines.join("\n");
+    text.push('\n');
+    eda_core::io::atomic_write(&out_dir.join(&responses_file), text.as_bytes())?;
+    let record = ShardRecord {
+        file,
+        responses_file,
+        ids: samples.iter().map(|s| s.id.clone()).collect(),
+        tokens: samples.iter().map(FeatureSample::len).sum(),
+        masked_tokens: samples.iter().map(FeatureSample::masked_tokens).sum(),
+    };
+    manifest.samples += record.ids.len();
+    manifest.tokens += record.tokens;
+    manifest.masked_tokens += record.masked_tokens;
+    tracing::debug!(file = %record.file, samples = record.ids.len(), "shard written");
+    manifest.shards.push(record);
+    manifest.skipped.append(skips);
+    manifest.next_shard_index = index + 1;
+    eda_core::io::write_json(&out_dir.join(MANIFEST_FILE), manifest)
+}
+
+fn process_one(
+    target: &mut dyn TargetModel,
+    tokenizer: &Tokenizer,
+    p: &Pending,
+    cfg: &RegenConfig,
+    generation: &GenerationConfig,
+    max_len: usize,
+    remote: Option<&mut OpenAiRegenerator>,
+) -> Result<Outcome> {
+    let _ = tokenizer;
+    let mut prompt = p.prompt_ids.clone();
+    if prompt.is_empty() {
+        return Ok(Outcome::Skipped("the prompt encodes to no tokens".into()));
+    }
+    if prompt.len() >= max_len {
+        match cfg.overflow {
+            OverflowPolicy::Skip => return Ok(Outcome::Skipped(format!("prompt has {} tokens, maximum sequence length is {max_len}", prompt.len()))),
+            OverflowPolicy::Truncate => {
+                tracing::warn!(id = %p.record.id, len = prompt.len(), max_len, "truncating prompt from the left");
+                prompt.drain(..prompt.len() - (max_len - 1));
+            }
+        }
+    }
+    let room = max_len - prompt.len();
+    let mut response = match cfg.mode {
+        RegenMode::Original => match &p.reference_ids {
+            Some(r) => r.clone(),
+            None => return Ok(Outcome::Skipped("no reference response (original mode)".into())),
+        },
+        RegenMode::Regenerated => {
+            let gen = GenerationConfig { max_new_tokens: generation.max_new_tokens.min(room), seed: prompt_seed(generation.seed, &p.record.id), ..generation.clone() };
+            match remote {
+                Some(r) => r.regenerate(&prompt, &gen)?,
+                None => LocalRegenerator::new(target).regenerate(&prompt, &gen)?,
+            }
+        }
+    };
+    if response.is_empty() {
+        return Ok(Outcome::Skipped("empty response".into()));
+    }
+    if response.len() > room {
+        match cfg.overflow {
+            OverflowPolicy::Skip => {
+                return Ok(Outcome::Skipped(format!("prompt + response = {} tokens, maximum sequence length is {max_len}", prompt.len() + response.len())))
+            }
+            OverflowPolicy::Truncate => response.truncate(room),
+        }
+    }
+    let resp_len = response.len();
+    let (ids, mask) = join_with_mask(&prompt, &response, cfg.start_one_early);
+    let sample = extract_features(target, &p.record.id, ids, mask)?;
+    Ok(Outcome::Sample(sample, resp_len))
+}

@@ -1,0 +1,344 @@
+//! Unit tests: exactness (greedy), distribution (sampling, chi-square), stop conditions, caches,
+//! errors. They live inside the crate so they can drive the deliberately broken verifier.
+
+use std::collections::HashMap;
+
+use burn::tensor::Device;
+use eda_core::generate::generate_autoregressive;
+use eda_core::sampling::probabilities;
+use eda_core::{DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, TargetModel, TokenId};
+
+use crate::session::Verify;
+use crate::toy::{ToyEagleDraft, ToyLm};
+use crate::{evaluate, tau_per_cycle, Autoregressive, ChainStrategy, EvalReport, LmDraft, Strategy, TreeStrategy};
+
+fn device() -> Device {
+    eda_core::backend::device_from_name("cpu").unwrap()
+}
+
+fn greedy(n: usize) -> GenerationConfig {
+    GenerationConfig { max_new_tokens: n, ..GenerationConfig::greedy() }
+}
+
+/// Runs a strategy with an explicit verification mode.
+fn run(strategy: &Strategy, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig, mode: Verify) -> eda_core::Result<GenerationOutput> {
+    match strategy {
+        Strategy::Chain(c) => c.run(target, draft, prompt, cfg, mode, None),
+        Strategy::Tree(t) => t.run(target, draft, prompt, cfg, mode, None),
+        Strategy::Autoregressive => Autoregressive.generate(target, draft, prompt, cfg),
+    }
+}
+
+/// The cache invariant: the target caches exactly the committed sequence minus its last token.
+fn assert_cache_invariant(target: &ToyLm, prompt: &[TokenId], out: &GenerationOutput) {
+    let mut seq = prompt.to_vec();
+    seq.extend_from_slice(&out.tokens);
+    if out.tokens.is_empty() {
+        return;
+    }
+    assert_eq!(target.cache_len(), prompt.len() + out.tokens.len() - 1, "target cache length");
+    assert_eq!(target.cached_tokens(), seq[..seq.len() - 1].to_vec(), "target cache contents");
+}
+
+fn strategies() -> Vec<Strategy> {
+    vec![
+        Strategy::Chain(ChainStrategy { gamma: 1 }),
+        Strategy::Chain(ChainStrategy { gamma: 4 }),
+        Strategy::Tree(TreeStrategy { depth: 0, top_k: 2, total_tokens: 2 }),
+        Strategy::Tree(TreeStrategy { depth: 3, top_k: 3, total_tokens: 10 }),
+        Strategy::Tree(TreeStrategy { depth: 5, top_k: 4, total_tokens: 25 }),
+    ]
+}
+
+/// (name, draft, is_perfect)
+fn drafts(target: &ToyLm) -> Vec<(&'static str, Box<dyn DraftModel>, bool)> {
+    let d = device();
+    vec![
+        ("lm-same", Box::new(LmDraft::new(Box::new(target.clone()))) as Box<dyn DraftModel>, true),
+        ("eagle-perfect", Box::new(ToyEagleDraft::for_target(target, 0.0, 1)), true),
+        ("lm-random", Box::new(LmDraft::new(Box::new(ToyLm::random(32, 256, 3.0, 999, &d)))), false),
+        ("eagle-random", Box::new(ToyEagleDraft::for_target(target, 8.0, 2)), false),
+        ("lm-wrong-domain", Box::new(LmDraft::new(Box::new(target.perturbed(2.0, 5)))), false),
+        ("eagle-wrong-domain", Box::new(ToyEagleDraft::for_target(target, 1.5, 3)), false),
+    ]
+}
+
+#[test]
+fn greedy_speculative_equals_greedy_target() {
+    let mut target = ToyLm::random(32, 256, 3.0, 1, &device());
+    let prompts: Vec<Vec<TokenId>> = vec![vec![1], vec![3, 4, 5], vec![7, 0, 31, 2, 9]];
+    let cfg = greedy(40);
+    for prompt in &prompts {
+        let reference = generate_autoregressive(&mut target, prompt, &cfg).unwrap();
+        assert_eq!(reference.tokens.len(), 40);
+        for (name, mut draft, perfect) in drafts(&target) {
+            for strategy in strategies() {
+                let out = run(&strategy, &mut target, draft.as_mut(), prompt, &cfg, Verify::Lossless).unwrap();
+                assert_eq!(out.tokens, reference.tokens, "{name} / {strategy:?} / prompt {prompt:?}");
+                assert_cache_invariant(&target, prompt, &out);
+                let tau = tau_per_cycle(&out.metrics);
+                assert!(tau >= 1.0, "{name} / {strategy:?}: tau {tau}");
+                if perfect {
+                    // A perfect draft is always accepted: a chain commits gamma + 1 tokens per cycle;
+                    // a small tree may rerank deep nodes away, so only ask for a clear gain there.
+                    let full = (crate::SpeculativeStrategy::drafted_per_cycle(&strategy) + 1) as f64;
+                    let want = (0.8 * full).min(2.5);
+                    assert!(tau > want, "{name} / {strategy:?}: tau {tau} <= {want}");
+                    assert!((out.metrics.alpha() - 1.0).abs() < 1e-12, "{name}: alpha {}", out.metrics.alpha());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn autoregressive_strategy_matches_core_and_has_tau_one() {
+    let mut target = ToyLm::random(16, 64, 2.0, 4, &device());
+    let mut draft = LmDraft::new(Box::new(target.clone()));
+    for cfg in [greedy(12), GenerationConfig { max_new_tokens: 12, ..GenerationConfig::sampling(1.0, 9) }] {
+        let a = Autoregressive.generate(&mut target, &mut draft, &[2, 3], &cfg).unwrap();
+        let b = generate_autoregressive(&mut target, &[2, 3], &cfg).unwrap();
+        assert_eq!(a.tokens, b.tokens);
+        assert_eq!(tau_per_cycle(&a.metrics), 1.0);
+        assert_eq!(a.metrics.target_forwards, 12);
+    }
+}
+
+#[test]
+fn stop_tokens_are_emitted_then_generation_stops() {
+    let mut target = ToyLm::random(32, 256, 3.0, 1, &device());
+    let prompt = vec![3, 4, 5];
+    let free = generate_autoregressive(&mut target, &prompt, &greedy(30)).unwrap().tokens;
+    // Stop at a token first seen in the middle of the output.
+    let stop = free[12];
+    let first = free.iter().position(|&t| t == stop).unwrap();
+    let cfg = GenerationConfig { stop_tokens: vec![stop], ..greedy(30) };
+    let reference = generate_autoregressive(&mut target, &prompt, &cfg).unwrap();
+    assert_eq!(reference.tokens, free[..=first].to_vec());
+    for (name, mut draft, _) in drafts(&target) {
+        for strategy in strategies() {
+            let out = run(&strategy, &mut target, draft.as_mut(), &prompt, &cfg, Verify::Lossless).unwrap();
+            assert_eq!(out.tokens, reference.tokens, "{name} / {strategy:?}");
+            assert_cache_invariant(&target, &prompt, &out);
+        }
+    }
+    // Sampling: the output ends at the first stop token.
+    let mut draft = LmDraft::new(Box::new(target.perturbed(1.0, 3)));
+    for seed in 0..20 {
+        let cfg = GenerationConfig { max_new_tokens: 60, stop_tokens: vec![1, 2], ..GenerationConfig::sampling(1.0, seed) };
+        for strategy in strategies() {
+            let out = run(&strategy, &mut target, &mut draft, &prompt, &cfg, Verify::Lossless).unwrap();
+            let pos = out.tokens.iter().position(|t| cfg.stop_tokens.contains(t));
+            match pos {
+                Some(p) => assert_eq!(p + 1, out.tokens.len(), "tokens after a stop token: {:?}", out.tokens),
+                None => assert_eq!(out.tokens.len(), 60),
+            }
+            assert_cache_invariant(&target, &prompt, &out);
+        }
+    }
+}
+
+#[test]
+fn max_new_tokens_and_max_positions_are_honoured() {
+    let mut target = ToyLm::random(32, 256, 3.0, 1, &device());
+    let prompt = vec![1, 2];
+    for (name, mut draft, _) in drafts(&target) {
+        for strategy in strategies() {
+            for n in [1, 2, 3, 5, 8] {
+                for cfg in [greedy(n), GenerationConfig { max_new_tokens: n, ..GenerationConfig::sampling(1.0, n as u64) }] {
+                    let out = run(&strategy, &mut target, draft.as_mut(), &prompt, &cfg, Verify::Lossless).unwrap();
+                    assert_eq!(out.tokens.len(), n, "{name} / {strategy:?}");
+                    assert_eq!(out.metrics.new_tokens, n);
+                    assert_cache_invariant(&target, &prompt, &out);
+                }
+            }
+            let out = run(&strategy, &mut target, draft.as_mut(), &prompt, &greedy(0), Verify::Lossless).unwrap();
+            assert!(out.tokens.is_empty());
+        }
+    }
+    // Position limit: prompt (2) + 7 generated = 9 positions.
+    let mut small = target.clone().with_max_positions(9);
+    let reference = generate_autoregressive(&mut small, &prompt, &greedy(40)).unwrap();
+    assert_eq!(reference.tokens.len(), 7);
+    for (name, mut draft, _) in drafts(&target) {
+        for strategy in strategies() {
+            let out = run(&strategy, &mut small, draft.as_mut(), &prompt, &greedy(40), Verify::Lossless).unwrap();
+            assert_eq!(out.tokens, reference.tokens, "{name} / {strategy:?}");
+            assert_cache_invariant(&small, &prompt, &out);
+            let long = vec![1; 10];
+            let err = run(&strategy, &mut small, draft.as_mut(), &long, &greedy(4), Verify::Lossless).unwrap_err();
+            assert!(matches!(err, EdaError::SequenceTooLong { len: 10, max: 9 }), "{err}");
+            let full = run(&strategy, &mut small, draft.as_mut(), &[1; 9], &greedy(4), Verify::Lossless).unwrap();
+            assert!(full.tokens.is_empty());
+        }
+    }
+}
+
+#[test]
+fn invalid_arguments_are_typed_errors() {
+    let d = device();
+    let mut target = ToyLm::random(16, 64, 2.0, 1, &d);
+    let mut draft = LmDraft::new(Box::new(target.clone()));
+    let cfg = greedy(4);
+    let bad = [
+        Strategy::Chain(ChainStrategy { gamma: 0 }),
+        Strategy::Tree(TreeStrategy { depth: 2, top_k: 0, total_tokens: 8 }),
+        Strategy::Tree(TreeStrategy { depth: 2, top_k: 2, total_tokens: 0 }),
+        Strategy::Tree(TreeStrategy { depth: 2, top_k: 2, total_tokens: 1 }),
+    ];
+    for s in bad {
+        let e = run(&s, &mut target, &mut draft, &[1], &cfg, Verify::Lossless).unwrap_err();
+        assert!(matches!(e, EdaError::InvalidArgument(_)), "{s:?}: {e}");
+    }
+    for s in strategies() {
+        let e = run(&s, &mut target, &mut draft, &[], &cfg, Verify::Lossless).unwrap_err();
+        assert!(matches!(e, EdaError::InvalidArgument(_)), "{e}");
+        let mut other_vocab = LmDraft::new(Box::new(ToyLm::random(17, 64, 2.0, 1, &d)));
+        let e = run(&s, &mut target, &mut other_vocab, &[1], &cfg, Verify::Lossless).unwrap_err();
+        assert!(matches!(e, EdaError::Mismatch { expected: 16, found: 17, .. }), "{e}");
+        let e = run(&s, &mut target, &mut draft, &[1, 99], &cfg, Verify::Lossless).unwrap_err();
+        assert!(matches!(e, EdaError::InvalidArgument(_)), "{e}");
+        let bad_cfg = GenerationConfig { top_p: 0.0, ..GenerationConfig::sampling(1.0, 0) };
+        assert!(run(&s, &mut target, &mut draft, &[1], &bad_cfg, Verify::Lossless).is_err());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Distribution tests.
+
+/// Chi-square critical value at significance 0.001 (Wilson–Hilferty approximation).
+fn chi2_critical_001(df: usize) -> f64 {
+    let k = df as f64;
+    let z = 3.090_232;
+    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
+}
+
+/// Pearson chi-square of observed counts against expected probabilities, pooling cells whose
+/// expected count is below 5. Returns (statistic, degrees of freedom); an observation in a cell
+/// of probability 0 gives an infinite statistic.
+fn chi_square(observed: &HashMap<Vec<TokenId>, usize>, expected: &HashMap<Vec<TokenId>, f64>, n: usize) -> (f64, usize) {
+    for (k, &o) in observed {
+        if o > 0 && expected.get(k).copied().unwrap_or(0.0) <= 0.0 {
+            return (f64::INFINITY, 1);
+        }
+    }
+    let (mut stat, mut cells) = (0.0, 0usize);
+    let (mut pool_o, mut pool_e) = (0.0, 0.0);
+    for (k, &p) in expected {
+        let e = p * n as f64;
+        let o = observed.get(k).copied().unwrap_or(0) as f64;
+        if e >= 5.0 {
+            stat += (o - e).powi(2) / e;
+            cells += 1;
+        } else {
+            pool_o += o;
+            pool_e += e;
+        }
+    }
+    if pool_e > 0.0 {
+        stat += (pool_o - pool_e).powi(2) / pool_e;
+        cells += 1;
+    }
+    (stat, cells.saturating_sub(1).max(1))
+}
+
+/// Exact joint distribution of the first `len` emitted tokens under `cfg`.
+fn exact_joint(target: &mut ToyLm, prompt: &[TokenId], cfg: &GenerationConfig, len: usize) -> HashMap<Vec<TokenId>, f64> {
+    let mut dist: HashMap<Vec<TokenId>, f64> = HashMap::from([(vec![], 1.0)]);
+    for _ in 0..len {
+        let mut next = HashMap::new();
+        for (prefix, pr) in dist {
+            let mut ctx = prompt.to_vec();
+            ctx.extend_from_slice(&prefix);
+            target.reset_cache();
+            let out = target.forward(&ctx).unwrap();
+            let logits = eda_core::backend::to_vec_f32(out.logits.narrow(0, ctx.len() - 1, 1)).unwrap();
+            for (t, &p) in probabilities(&logits, cfg).unwrap().iter().enumerate() {
+                if p > 0.0 {
+                    let mut k = prefix.clone();
+                    k.push(t as TokenId);
+                    next.insert(k, pr * p as f64);
+                }
+            }
+        }
+        dist = next;
+    }
+    dist
+}
+
+/// Chi-square statistic and critical value of the first 3 emitted tokens over `n` seeds.
+fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize) -> (f64, f64) {
+    let d = device();
+    let mut target = ToyLm::random(5, 64, 2.0, 21, &d);
+    let mut draft = LmDraft::new(Box::new(target.perturbed(2.0, 8)));
+    let prompt = vec![1, 3];
+    let base = GenerationConfig { max_new_tokens: 4, temperature, top_p, seed: 0, stop_tokens: vec![] };
+    let expected = exact_joint(&mut target, &prompt, &base, 3);
+    let mut observed: HashMap<Vec<TokenId>, usize> = HashMap::new();
+    let mut accepted_any = 0;
+    for seed in 0..n as u64 {
+        let cfg = GenerationConfig { seed: seed * 7919 + 1, ..base.clone() };
+        let out = run(strategy, &mut target, &mut draft, &prompt, &cfg, mode).unwrap();
+        assert_eq!(out.tokens.len(), 4);
+        accepted_any += out.metrics.accepted_per_depth.iter().sum::<usize>();
+        *observed.entry(out.tokens[..3].to_vec()).or_default() += 1;
+    }
+    // The test is only meaningful if drafts are accepted sometimes (and rejected sometimes).
+    assert!(accepted_any > n / 10, "{strategy:?}: too few accepted drafts ({accepted_any})");
+    let (stat, df) = chi_square(&observed, &expected, n);
+    (stat, chi2_critical_001(df))
+}
+
+const SAMPLES: usize = 3000;
+
+fn sampling_strategies() -> Vec<Strategy> {
+    vec![Strategy::Chain(ChainStrategy { gamma: 2 }), Strategy::Tree(TreeStrategy { depth: 2, top_k: 2, total_tokens: 6 })]
+}
+
+#[test]
+fn sampling_at_temperature_one_matches_target_distribution() {
+    for s in sampling_strategies() {
+        let (stat, crit) = distribution_test(&s, 1.0, 1.0, Verify::Lossless, SAMPLES);
+        assert!(stat < crit, "{s:?}: chi2 {stat:.1} >= critical {crit:.1}");
+    }
+}
+
+#[test]
+fn sampling_with_temperature_and_top_p_matches_target_distribution() {
+    for s in sampling_strategies() {
+        let (stat, crit) = distribution_test(&s, 0.7, 0.9, Verify::Lossless, SAMPLES);
+        assert!(stat < crit, "{s:?}: chi2 {stat:.1} >= critical {crit:.1}");
+    }
+}
+
+#[test]
+fn broken_verifier_fails_the_distribution_test() {
+    for s in sampling_strategies() {
+        let (stat, crit) = distribution_test(&s, 1.0, 1.0, Verify::AcceptAll, SAMPLES);
+        assert!(stat >= crit, "{s:?}: a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})");
+    }
+}
+
+#[test]
+fn evaluate_reports_tau_speedup_and_roundtrips_json() {
+    let d = device();
+    let mut target = ToyLm::random(32, 256, 3.0, 1, &d);
+    let mut draft = ToyEagleDraft::for_target(&target, 1.0, 4);
+    let prompts = vec![vec![1, 2], vec![5], vec![9, 9, 9]];
+    let mut strategy = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 };
+    let report = evaluate(&mut target, &mut draft, &mut strategy, &prompts, &greedy(24)).unwrap();
+    assert_eq!(report.prompts.len(), 3);
+    assert_eq!(report.aggregate.greedy_matches, Some(3));
+    assert!(report.aggregate.tau > 1.0);
+    assert!(report.aggregate.speedup > 0.0);
+    assert!(report.aggregate.tau_reference.unwrap() >= report.aggregate.tau * 0.99);
+    assert_eq!(report.aggregate.new_tokens, 72);
+    let json = serde_json::to_string(&report).unwrap();
+    let back: EvalReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.aggregate.new_tokens, 72);
+    let table = report.to_string();
+    assert!(table.contains("tau_ref") && table.contains("all"), "{table}");
+    let dir = tempfile::tempdir().unwrap();
+    report.write_json(&dir.path().join("m.json")).unwrap();
+    assert!(evaluate(&mut target, &mut draft, &mut strategy, &[], &greedy(4)).is_err());
+}

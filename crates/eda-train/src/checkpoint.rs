@@ -1,0 +1,196 @@
+//! Training checkpoints: `OUT/checkpoints/step-XXXXXXXX/` holding
+//!
+//! | file | content |
+//! |---|---|
+//! | `weights.safetensors` | every *trainable* parameter (f32), named by its module path |
+//! | `optimizer.safetensors` | AdamW moments per parameter + step count |
+//! | `state.json` | [`TrainState`]: step, RNG derivation, tokens seen, config |
+//!
+//! Frozen parameters (embedding, LM head, stage-2 shared group) are not stored: they are rebuilt
+//! from their sources when the run is resumed. Every file is written atomically and `state.json`
+//! is written last, so a directory without it is an incomplete checkpoint and is ignored.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor, TensorData};
+use eda_core::{EdaError, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{AdamWParams, TrainConfig};
+use crate::optim::{deserialize, f32_bytes, serialize, AdamW, F32Tensors};
+
+/// Resume information stored in `state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Micro-batches consumed (the data order and the noise generator of micro-batch `k` are
+    /// derived from `(seed, k)`, so this and the seed are the complete RNG state).
+    pub micro_batches: usize,
+    /// Seed every random stream is derived from.
+    pub seed: u64,
+    /// Tokens processed up to this step (all processes).
+    pub tokens: usize,
+    /// Loss of the last step.
+    pub last_loss: f64,
+    /// Top-1 agreement of the last step.
+    pub last_top1: f64,
+    /// The configuration of the run that wrote the checkpoint.
+    pub config: TrainConfig,
+}
+
+/// Directory of the checkpoint at `step`.
+pub fn checkpoint_dir(out_dir: &Path, step: usize) -> PathBuf {
+    out_dir.join("checkpoints").join(format!("step-{step:08}"))
+}
+
+/// Complete checkpoints in `out_dir`, as (step, directory), oldest first.
+pub fn list_checkpoints(out_dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let root = out_dir.join("checkpoints");
+    if !root.exists() {
+        return Ok(Vec::new());
+    }
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&root).map_err(|e| EdaError::io(&root, e))? {
+        let entry = entry.map_err(|e| EdaError::io(&root, e))?;
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(step) = name.strip_prefix("step-").and_then(|s| s.parse::<usize>().ok()) {
+            if entry.path().join("state.json").is_file() {
+                out.push((step, entry.path()));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest complete checkpoint, if any.
+pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<(usize, PathBuf)>> {
+    Ok(list_checkpoints(out_dir)?.pop())
+}
+
+struct Collect {
+    path: Vec<String>,
+    trainable_only: bool,
+    out: Vec<(String, Tensor<1>, Vec<usize>)>,
+}
+
+impl ModuleVisitor for Collect {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let t = param.val();
+        if self.trainable_only && !t.is_require_grad() {
+            return;
+        }
+        let dims = t.dims().to_vec();
+        let n: usize = dims.iter().product();
+        self.out.push((self.path.join("."), t.inner().reshape([n]), dims));
+    }
+}
+
+/// Float parameters of `module` by path (only trainable ones if `trainable_only`), as f32
+/// safetensors bytes.
+pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Vec<u8>> {
+    let mut c = Collect { path: Vec::new(), trainable_only, out: Vec::new() };
+    module.visit(&mut c);
+    let mut owned = Vec::with_capacity(c.out.len());
+    for (name, t, dims) in c.out {
+        let vals = eda_core::backend::to_vec_f32(t)?;
+        owned.push((name, dims, f32_bytes(&vals)));
+    }
+    serialize(&owned, HashMap::from([("format".to_string(), "eda-train-weights-v1".to_string())]))
+}
+
+struct Load<'a> {
+    path: Vec<String>,
+    tensors: &'a F32Tensors,
+    device: Device,
+    file: &'a Path,
+    loaded: usize,
+    error: Option<EdaError>,
+}
+
+impl ModuleMapper for Load<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = self.path.join(".");
+        let Some((shape, vals)) = self.tensors.get(&key) else { return param };
+        let (id, tensor, mapper) = param.consume();
+        let dims = tensor.dims().to_vec();
+        if *shape != dims {
+            if self.error.is_none() {
+                self.error = Some(EdaError::ShapeMismatch { name: format!("{key} in {}", self.file.display()), expected: dims, actual: shape.clone() });
+            }
+            return Param::from_mapped_value(id, tensor, mapper);
+        }
+        let require_grad = tensor.is_require_grad();
+        let device = tensor.device();
+        let inner = Tensor::<1>::from_data(TensorData::new(vals.clone(), [vals.len()]), &self.device).reshape(tensor.shape());
+        let mut out: Tensor<D> = if device.is_autodiff() { Tensor::from_inner(inner) } else { inner };
+        if require_grad {
+            out = out.require_grad();
+        }
+        self.loaded += 1;
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+/// Overwrites the parameters of `module` named in a [`params_to_bytes`] file. Every *trainable*
+/// parameter of the module must be present; returns the module and the number of tensors loaded.
+pub fn load_params<M: Module>(module: M, bytes: &[u8], file: &Path, device: &Device) -> Result<(M, usize)> {
+    let (tensors, _) = deserialize(bytes, file)?;
+    let mut c = Collect { path: Vec::new(), trainable_only: true, out: Vec::new() };
+    module.visit(&mut c);
+    for (name, _, _) in &c.out {
+        if !tensors.contains_key(name) {
+            return Err(EdaError::MissingTensor { name: name.clone(), file: file.into() });
+        }
+    }
+    let mut l = Load { path: Vec::new(), tensors: &tensors, device: device.clone().without_autodiff(), file, loaded: 0, error: None };
+    let module = module.map(&mut l);
+    if let Some(e) = l.error {
+        return Err(e);
+    }
+    let loaded = l.loaded;
+    Ok((module, loaded))
+}
+
+/// Writes a complete checkpoint for `step` and prunes old ones beyond `keep`.
+pub fn save_checkpoint<M: Module>(out_dir: &Path, module: &M, optim: &AdamW, state: &TrainState, keep: usize) -> Result<PathBuf> {
+    let dir = checkpoint_dir(out_dir, state.step);
+    eda_core::io::atomic_write(&dir.join("weights.safetensors"), &params_to_bytes(module, true)?)?;
+    eda_core::io::atomic_write(&dir.join("optimizer.safetensors"), &optim.to_bytes()?)?;
+    eda_core::io::write_json(&dir.join("state.json"), state)?;
+    let all = list_checkpoints(out_dir)?;
+    if all.len() > keep {
+        for (_, old) in &all[..all.len() - keep] {
+            std::fs::remove_dir_all(old).map_err(|e| EdaError::io(old, e))?;
+        }
+    }
+    Ok(dir)
+}
+
+/// Loads a checkpoint directory into `module` and returns the module, optimiser (with
+/// hyper-parameters `params`) and state.
+pub fn load_checkpoint<M: Module>(dir: &Path, module: M, params: AdamWParams, device: &Device) -> Result<(M, AdamW, TrainState)> {
+    let state: TrainState = eda_core::io::read_json(&dir.join("state.json"))?;
+    let wpath = dir.join("weights.safetensors");
+    let wbytes = std::fs::read(&wpath).map_err(|e| EdaError::io(&wpath, e))?;
+    let (module, _) = load_params(module, &wbytes, &wpath, device)?;
+    let opath = dir.join("optimizer.safetensors");
+    let obytes = std::fs::read(&opath).map_err(|e| EdaError::io(&opath, e))?;
+    let optim = AdamW::from_bytes(params, &obytes, device, &opath)?;
+    Ok((module, optim, state))
+}

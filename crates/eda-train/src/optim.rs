@@ -1,0 +1,260 @@
+//! A small AdamW over a burn module's trainable parameters, with gradient accumulation, global
+//! norm clipping and an explicit, exactly restorable state (moments keyed by parameter path).
+//!
+//! burn's own optimiser clips gradients per parameter, not by global norm, and keys its state by
+//! [`ParamId`](burn::module::ParamId)s that change when a module is rebuilt; this implementation
+//! keys everything by the parameter's path in the module tree (`layers.0.self_attn.q_proj.weight`)
+//! so a checkpoint restores bit-identically into a freshly constructed module.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use eda_core::{EdaError, Result};
+use safetensors::tensor::{Dtype, TensorView};
+
+use crate::config::AdamWParams;
+
+/// Gradients summed over micro-batches, keyed by parameter path, flattened, on the inner
+/// (non-autodiff) device.
+#[derive(Debug, Default, Clone)]
+pub struct GradAccumulator {
+    grads: HashMap<String, Tensor<1>>,
+}
+
+struct GradCollector<'a> {
+    path: Vec<String>,
+    grads: &'a mut Gradients,
+    acc: &'a mut HashMap<String, Tensor<1>>,
+}
+
+impl ModuleVisitor for GradCollector<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if !param.val().is_require_grad() {
+            return;
+        }
+        let Some(g) = param.val().grad_remove(self.grads) else { return };
+        let n = g.shape().num_elements();
+        let g = g.reshape([n]);
+        let key = self.path.join(".");
+        let sum = match self.acc.remove(&key) {
+            Some(prev) => prev + g,
+            None => g,
+        };
+        self.acc.insert(key, sum);
+    }
+}
+
+impl GradAccumulator {
+    /// An empty accumulator.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds the gradients of `module`'s trainable parameters from a backward pass.
+    pub fn add<M: Module>(&mut self, module: &M, mut grads: Gradients) {
+        let mut v = GradCollector { path: Vec::new(), grads: &mut grads, acc: &mut self.grads };
+        module.visit(&mut v);
+    }
+
+    /// Number of parameters with a gradient.
+    pub fn len(&self) -> usize {
+        self.grads.len()
+    }
+
+    /// Whether no gradient has been accumulated.
+    pub fn is_empty(&self) -> bool {
+        self.grads.is_empty()
+    }
+
+    /// Global L2 norm of all accumulated gradients (one device read-back).
+    pub fn global_norm(&self) -> Result<f64> {
+        let mut keys: Vec<&String> = self.grads.keys().collect();
+        keys.sort();
+        if keys.is_empty() {
+            return Ok(0.0);
+        }
+        let sums: Vec<Tensor<1>> = keys.iter().map(|k| self.grads[*k].clone().square().sum()).collect();
+        let v = eda_core::backend::to_vec_f32(Tensor::cat(sums, 0))?;
+        Ok(v.iter().map(|&x| x as f64).sum::<f64>().sqrt())
+    }
+
+    /// Multiplies every gradient by `factor`.
+    pub fn scale(&mut self, factor: f64) {
+        for g in self.grads.values_mut() {
+            *g = g.clone() * factor;
+        }
+    }
+
+    /// Clips to global norm `max_norm` (PyTorch's `clip_grad_norm_`: factor
+    /// `max_norm / (norm + 1e-6)` when below 1) and returns the norm before clipping.
+    pub fn clip(&mut self, max_norm: f64) -> Result<f64> {
+        let norm = self.global_norm()?;
+        let factor = max_norm / (norm + 1e-6);
+        if norm.is_finite() && factor < 1.0 {
+            self.scale(factor);
+        }
+        Ok(norm)
+    }
+}
+
+/// AdamW with decoupled weight decay (PyTorch semantics) over a module's trainable parameters.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    params: AdamWParams,
+    /// Updates applied so far (the bias-correction step `t` of the next update is `step + 1`).
+    step: u64,
+    /// First and second moments by parameter path, flattened.
+    moments: BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+}
+
+struct AdamWMapper<'a> {
+    path: Vec<String>,
+    grads: &'a mut HashMap<String, Tensor<1>>,
+    moments: &'a mut BTreeMap<String, (Tensor<1>, Tensor<1>)>,
+    p: &'a AdamWParams,
+    lr: f64,
+    t: u64,
+}
+
+impl ModuleMapper for AdamWMapper<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let key = self.path.join(".");
+        let Some(g) = self.grads.remove(&key) else { return param };
+        let (id, tensor, mapper) = param.consume();
+        let require_grad = tensor.is_require_grad();
+        let shape = tensor.shape();
+        let n = shape.num_elements();
+        let w = tensor.inner().reshape([n]);
+        let (m, v) = match self.moments.remove(&key) {
+            Some(mv) => mv,
+            None => (g.zeros_like(), g.zeros_like()),
+        };
+        let (b1, b2) = (self.p.beta1, self.p.beta2);
+        let m = m * b1 + g.clone() * (1.0 - b1);
+        let v = v * b2 + g.square() * (1.0 - b2);
+        let bc1 = 1.0 - b1.powi(self.t as i32);
+        let bc2 = 1.0 - b2.powi(self.t as i32);
+        let w = if self.p.weight_decay > 0.0 { w * (1.0 - self.lr * self.p.weight_decay) } else { w };
+        let denom = (v.clone() / bc2).sqrt() + self.p.eps;
+        let w = w - (m.clone() / denom) * (self.lr / bc1);
+        self.moments.insert(key, (m, v));
+        let mut out = Tensor::from_inner(w.reshape(shape));
+        if require_grad {
+            out = out.require_grad();
+        }
+        Param::from_mapped_value(id, out, mapper)
+    }
+}
+
+impl AdamW {
+    /// A fresh optimiser.
+    pub fn new(params: AdamWParams) -> Self {
+        AdamW { params, step: 0, moments: BTreeMap::new() }
+    }
+
+    /// Updates applied so far.
+    pub fn step_count(&self) -> u64 {
+        self.step
+    }
+
+    /// Applies one update with learning rate `lr` using (and consuming) the accumulated
+    /// gradients. Parameters without a gradient are left untouched.
+    pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: &mut GradAccumulator) -> M {
+        self.step += 1;
+        let mut mapper = AdamWMapper { path: Vec::new(), grads: &mut grads.grads, moments: &mut self.moments, p: &self.params, lr, t: self.step };
+        let out = module.map(&mut mapper);
+        grads.grads.clear();
+        out
+    }
+
+    /// Serialises the moments (`{path}.exp_avg`, `{path}.exp_avg_sq`, f32) and the step count
+    /// (metadata `step`) as safetensors bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (k, (m, v)) in &self.moments {
+            for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
+                let vals = eda_core::backend::to_vec_f32(t.clone())?;
+                owned.push((format!("{k}.{suffix}"), vec![vals.len()], f32_bytes(&vals)));
+            }
+        }
+        let meta = std::collections::HashMap::from([
+            ("format".to_string(), "eda-adamw-v1".to_string()),
+            ("step".to_string(), self.step.to_string()),
+        ]);
+        serialize(&owned, meta)
+    }
+
+    /// Restores an optimiser from [`to_bytes`](Self::to_bytes) output; tensors go to `device`.
+    pub fn from_bytes(params: AdamWParams, bytes: &[u8], device: &Device, path: &Path) -> Result<Self> {
+        let (tensors, meta) = deserialize(bytes, path)?;
+        let step: u64 = meta
+            .get("step")
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| EdaError::Safetensors { path: path.into(), message: "missing `step` metadata".into() })?;
+        let dev = device.clone().without_autodiff();
+        let mut moments = BTreeMap::new();
+        for (name, (shape, vals)) in &tensors {
+            if let Some(base) = name.strip_suffix(".exp_avg") {
+                let sq = tensors
+                    .get(&format!("{base}.exp_avg_sq"))
+                    .ok_or_else(|| EdaError::MissingTensor { name: format!("{base}.exp_avg_sq"), file: path.into() })?;
+                if sq.0 != *shape {
+                    return Err(EdaError::ShapeMismatch { name: format!("{base}.exp_avg_sq"), expected: shape.clone(), actual: sq.0.clone() });
+                }
+                let m = Tensor::<1>::from_data(TensorData::new(vals.clone(), [vals.len()]), &dev);
+                let v = Tensor::<1>::from_data(TensorData::new(sq.1.clone(), [sq.1.len()]), &dev);
+                moments.insert(base.to_string(), (m, v));
+            }
+        }
+        Ok(AdamW { params, step, moments })
+    }
+}
+
+pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() * 4);
+    for x in v {
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out
+}
+
+pub(crate) fn serialize(owned: &[(String, Vec<usize>, Vec<u8>)], meta: std::collections::HashMap<String, String>) -> Result<Vec<u8>> {
+    let st = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: "<checkpoint>".into(), message: e.to_string() };
+    let mut views = Vec::with_capacity(owned.len());
+    for (name, shape, data) in owned {
+        views.push((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).map_err(st)?));
+    }
+    safetensors::serialize(views, Some(meta)).map_err(st)
+}
+
+/// Name → (shape, f32 values), and the metadata.
+pub(crate) type F32Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
+pub(crate) fn deserialize(bytes: &[u8], path: &Path) -> Result<(F32Tensors, std::collections::HashMap<String, String>)> {
+    let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
+    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(EdaError::UnsupportedDType { name, dtype: format!("{:?} (checkpoints are F32)", view.dtype()) });
+        }
+        let vals: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+        out.insert(name, (view.shape().to_vec(), vals));
+    }
+    Ok((out, meta.metadata().clone().unwrap_or_default()))
+}

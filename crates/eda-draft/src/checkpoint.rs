@@ -139,6 +139,7 @@ impl Store {
         })
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn group(
         &self,
         prefix: &str,
@@ -253,6 +254,7 @@ fn default_theta() -> f64 {
 }
 
 impl EdaDraft {
+    #[allow(clippy::too_many_arguments)]
     fn assemble(
         cfg: &EdaDraftConfig,
         embedding: Tensor<2>,
@@ -506,7 +508,7 @@ impl EdaDraft {
             private_intermediate_size,
             num_attention_heads: heads,
             num_key_value_heads: ec.num_key_value_heads.unwrap_or(heads),
-            head_dim: ec.head_dim.unwrap_or(if heads > 0 { ec.hidden_size / heads } else { 0 }),
+            head_dim: ec.head_dim.unwrap_or(ec.hidden_size.checked_div(heads).unwrap_or(0)),
             rms_norm_eps: ec.rms_norm_eps,
             rope_theta: ec.rope_theta,
             max_position_embeddings: ec.max_position_embeddings,

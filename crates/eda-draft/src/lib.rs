@@ -9,6 +9,10 @@
 //! - [`DraftSession`]: an [`EdaDraft`] with a KV cache implementing [`eda_core::DraftModel`].
 //! - [`moe`]: routing and the load-balancing loss.
 
+#![warn(missing_docs)]
+// `usize::is_multiple_of` is newer than the workspace MSRV (1.85).
+#![allow(clippy::manual_is_multiple_of)]
+
 pub mod checkpoint;
 pub mod config;
 mod init;

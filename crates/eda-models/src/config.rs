@@ -419,7 +419,7 @@ impl ModelConfig {
             "tie_word_embeddings": self.tie_word_embeddings,
             "eos_token_id": eos,
             "bos_token_id": self.bos_token_id,
-            "torch_dtype": self.torch_dtype.clone().unwrap_or_else(|| "float32".into()),
+            "torch_dtype": self.torch_dtype,
             "attention_dropout": 0.0,
             "initializer_range": crate::layers::INIT_STD,
             "use_cache": true,
@@ -478,7 +478,7 @@ mod tests {
         let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2"}"#, "c.json").unwrap_err();
         assert!(matches!(e, EdaError::UnknownModelType(ref t) if t == "gpt2"));
         let e = ModelConfig::from_json_str(r#"{"model_type":"llama","hidden_size":64}"#, "c.json").unwrap_err();
-        assert!(e.to_string().contains("intermediate_size"), "{e}");
+        assert!(e.to_string().contains("num_attention_heads"), "{e}");
         let e = ModelConfig::from_json_str("{", "c.json").unwrap_err();
         assert!(matches!(e, EdaError::Json { .. }));
         let yarn = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,

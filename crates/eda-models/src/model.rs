@@ -2,7 +2,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Initializer, Linear};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor};
 
 use eda_core::{EdaError, Result};
 
@@ -247,11 +247,6 @@ impl CausalLm {
 /// The rotary tables for `cfg` (with its rope scaling).
 pub fn rope_for(cfg: &ModelConfig, device: &Device) -> RotaryEmbedding {
     RotaryEmbedding::from_inv_freq(&cfg.inv_freq(), cfg.head_dim, cfg.max_position_embeddings, device)
-}
-
-/// Builds a `[rows, cols]` float tensor from host data.
-pub(crate) fn tensor2(data: Vec<f32>, rows: usize, cols: usize, device: &Device) -> Tensor<2> {
-    Tensor::from_data(TensorData::new(data, [rows, cols]), device)
 }
 
 /// Wraps a tensor as a trainable parameter.

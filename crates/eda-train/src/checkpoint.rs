@@ -108,6 +108,29 @@ pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Ve
     serialize(&owned, HashMap::from([("format".to_string(), "eda-train-weights-v1".to_string())]))
 }
 
+/// Float parameters of `module` by path (only trainable ones if `trainable_only`), copied to the
+/// host as `(shape, values)`.
+///
+/// ```
+/// use burn::module::{Module, Param};
+/// use burn::tensor::Tensor;
+/// #[derive(Module, Debug)]
+/// struct M { w: Param<Tensor<1>> }
+/// let d = eda_core::backend::device_from_name("cpu").unwrap();
+/// let m = M { w: Param::from_tensor(Tensor::<1>::from_floats([1.0, 2.0], &d)) };
+/// let v = eda_train::checkpoint::param_values(&m, false).unwrap();
+/// assert_eq!(v["w"], (vec![2], vec![1.0, 2.0]));
+/// ```
+pub fn param_values<M: Module>(module: &M, trainable_only: bool) -> Result<std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+    let mut c = Collect { path: Vec::new(), trainable_only, out: Vec::new() };
+    module.visit(&mut c);
+    let mut out = std::collections::BTreeMap::new();
+    for (name, t, dims) in c.out {
+        out.insert(name, (dims, eda_core::backend::to_vec_f32(t)?));
+    }
+    Ok(out)
+}
+
 struct Load<'a> {
     path: Vec<String>,
     tensors: &'a F32Tensors,

@@ -28,6 +28,18 @@ pub enum PrivateInit {
     FromStage1,
 }
 
+/// What stage 2 freezes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Stage2Freeze {
+    /// The whole shared group (fc, attention, norm, shared experts, shared router): only the
+    /// private experts and router train (`EdaDraft::freeze_shared`).
+    #[default]
+    SharedGroup,
+    /// What the reference stage-2 script does: attention, norm and shared experts frozen, `fc`
+    /// trainable (spec §2.5).
+    Reference,
+}
+
 /// Noise added to the draft's *input* features during training (spec §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum NoiseConfig {
@@ -214,6 +226,8 @@ pub struct TrainConfig {
     pub stage: Stage,
     /// Stage 2 only: how the private group starts.
     pub private_init: PrivateInit,
+    /// Stage 2 only: which groups are frozen.
+    pub stage2_freeze: Stage2Freeze,
     /// Total optimiser steps; takes precedence over `epochs`.
     pub steps: Option<usize>,
     /// Number of passes over the data (used when `steps` is `None`; may be fractional).
@@ -249,6 +263,7 @@ impl Default for TrainConfig {
         TrainConfig {
             stage: Stage::Stage1,
             private_init: PrivateInit::Random,
+            stage2_freeze: Stage2Freeze::SharedGroup,
             steps: None,
             epochs: 1.0,
             batch_size: 4,

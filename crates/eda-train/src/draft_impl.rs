@@ -1,30 +1,66 @@
-//! [`TrainableDraft`](crate::TrainableDraft) for `eda_draft::EdaDraft`, and stage builders.
+//! [`TrainableDraft`] for [`eda_draft::EdaDraft`], and the stage-1 / stage-2 draft builders.
 
-/// `EdaDraft` plugs into the trainer through this implementation.
-mod eda_draft_impl {
-    use super::*;
-    use eda_draft::EdaDraft;
+use std::path::Path;
 
-    impl TrainableDraft for EdaDraft {
-        fn hidden_size(&self) -> usize {
-            self.config().hidden_size
-        }
+use burn::tensor::{Device, Int, Tensor};
+use eda_core::Result;
+use eda_draft::{EdaDraft, EdaDraftConfig, FreezePlan};
 
-        fn vocab_size(&self) -> usize {
-            self.config().vocab_size
-        }
+use crate::batch::derive_seed;
+use crate::config::{PrivateInit, Stage2Freeze, TrainConfig};
+use crate::model::{TrainForward, TrainableDraft};
 
-        fn forward_train(&self, tokens: Tensor<2, Int>, features: Tensor<3>) -> TrainForward {
-            let out = EdaDraft::forward_train(self, tokens, features);
-            TrainForward { hidden: out.hidden, aux_loss_shared: out.aux_loss_shared, aux_loss_private: out.aux_loss_private }
-        }
+impl TrainableDraft for EdaDraft {
+    fn hidden_size(&self) -> usize {
+        self.config().hidden_size
+    }
 
-        fn logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
-            self.logits(hidden)
-        }
+    fn vocab_size(&self) -> usize {
+        self.config().vocab_size
+    }
 
-        fn save_draft(&self, dir: &Path) -> Result<()> {
-            self.save(dir)
+    fn forward_train(&self, tokens: Tensor<2, Int>, features: Tensor<3>) -> TrainForward {
+        let out = EdaDraft::forward_train(self, tokens, features);
+        TrainForward { hidden: out.hidden, aux_loss_shared: out.aux_loss_shared, aux_loss_private: out.aux_loss_private }
+    }
+
+    fn logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.logits(hidden)
+    }
+
+    fn save_draft(&self, dir: &Path) -> Result<()> {
+        self.save(dir)
+    }
+}
+
+impl Stage2Freeze {
+    /// The corresponding [`FreezePlan`].
+    pub fn plan(self) -> FreezePlan {
+        match self {
+            Stage2Freeze::SharedGroup => FreezePlan::SHARED,
+            Stage2Freeze::Reference => FreezePlan::REFERENCE_STAGE2,
         }
     }
+}
+
+/// A fresh stage-1 draft around the *base* target's `embedding` and `lm_head`, initialised
+/// deterministically from `train.seed`; every parameter but embedding and LM head trains.
+pub fn stage1_draft(cfg: &EdaDraftConfig, embedding: Tensor<2>, lm_head: Tensor<2>, train: &TrainConfig, device: &Device) -> Result<EdaDraft> {
+    EdaDraft::new_seeded(cfg, embedding, lm_head, device, train.seed)
+}
+
+/// The stage-2 draft (spec §3.6): the stage-1 draft saved in `stage1_dir`, with `embedding` and
+/// the **fine-tuned** target's `lm_head` (`[vocab, hidden]`, frozen), the private group
+/// re-initialised (seeded by `train.seed`) unless `train.private_init` is
+/// [`PrivateInit::FromStage1`], and `train.stage2_freeze` applied.
+///
+/// Mismatched vocabulary or hidden size between the stage-1 draft and the matrices gives
+/// [`eda_core::EdaError::Mismatch`].
+pub fn stage2_draft(stage1_dir: &Path, embedding: Tensor<2>, lm_head: Tensor<2>, train: &TrainConfig, device: &Device) -> Result<EdaDraft> {
+    let draft = EdaDraft::load(stage1_dir, embedding, lm_head, device)?;
+    let draft = match train.private_init {
+        PrivateInit::Random => draft.reinit_private(derive_seed(train.seed, 3, 0)),
+        PrivateInit::FromStage1 => draft,
+    };
+    Ok(draft.freeze(train.stage2_freeze.plan()))
 }

@@ -14,11 +14,13 @@
 pub mod batch;
 pub mod checkpoint;
 pub mod config;
+mod draft_impl;
 pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod trainer;
 
-pub use config::{AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, TrainConfig, WarmupShape};
+pub use config::{AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, Stage2Freeze, TrainConfig, WarmupShape};
 pub use model::{tally_params, ParamTally, TrainForward, TrainableDraft};
 pub use trainer::{DraftTrainer, StepMetrics};
+pub use draft_impl::{stage1_draft, stage2_draft};

@@ -286,10 +286,11 @@ fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Ve
     // The test is only meaningful if drafts are accepted sometimes (and rejected sometimes).
     assert!(accepted_any > n / 10, "{strategy:?}: too few accepted drafts ({accepted_any})");
     let (stat, df) = chi_square(&observed, &expected, n);
+    eprintln!("{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}", chi2_critical_001(df));
     (stat, chi2_critical_001(df))
 }
 
-const SAMPLES: usize = 3000;
+const SAMPLES: usize = 6000;
 
 fn sampling_strategies() -> Vec<Strategy> {
     vec![Strategy::Chain(ChainStrategy { gamma: 2 }), Strategy::Tree(TreeStrategy { depth: 2, top_k: 2, total_tokens: 6 })]

@@ -6,7 +6,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams};
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use eda_core::{EdaError, Result, TokenId};
@@ -80,7 +79,7 @@ fn lr_at(step: usize, total: usize, peak: f64) -> f64 {
 /// Trains `model` (on a plain device; it is moved to `device.autodiff()` for training) on
 /// windows of `stream` that start at record boundaries, and returns the trained model on the
 /// plain device plus a report.
-pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTrainSettings, device: &Device, label: &str) -> Result<(CausalLm, LmTrainReport)> {
+pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTrainSettings, device: &Device, label: &str, progress: bool) -> Result<(CausalLm, LmTrainReport)> {
     let t = s.seq_len;
     if stream.len() < t + 2 || starts.is_empty() {
         return Err(EdaError::EmptyDataset(format!("{label}: token stream of {} tokens is shorter than one window of {}", stream.len(), t + 1)));
@@ -91,15 +90,18 @@ pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTra
     let start = Instant::now();
     let ad = device.clone().autodiff();
     let mut model = model.fork(&ad).train();
-    let mut optim = AdamWConfig::new().with_weight_decay(0.01).with_beta_2(0.98).init();
+    let mut optim = eda_train::optim::AdamW::new(eda_train::AdamWParams { beta1: 0.9, beta2: 0.98, eps: 1e-8, weight_decay: 0.01 });
+    let mut grads = eda_train::optim::GradAccumulator::new();
     let mut rng = eda_core::sampling::seeded_rng(s.seed ^ 0x5eed_1a4e);
-    let pb = crate::progress_bar(s.steps as u64, label);
+    let pb = crate::progress_bar(s.steps as u64, label, progress);
     let mut losses = Vec::with_capacity(s.steps);
     for step in 0..s.steps {
         let mut inp: Vec<i64> = Vec::with_capacity(s.batch_size * t);
         let mut tgt: Vec<i64> = Vec::with_capacity(s.batch_size * t);
         for _ in 0..s.batch_size {
-            let mut a = starts[rng.random_range(0..starts.len())];
+            // Half the windows start at a record boundary (so the model sees prompts from their
+            // first token), half anywhere (so long records are covered to their end).
+            let mut a = if rng.random_bool(0.5) { starts[rng.random_range(0..starts.len())] } else { rng.random_range(0..stream.len() - t - 1) };
             if a + t + 1 > stream.len() {
                 a = stream.len() - t - 1;
             }
@@ -117,8 +119,9 @@ pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTra
             return Err(EdaError::NonFinite(format!("{label}: training loss at step {step}")));
         }
         losses.push(loss_val);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(lr_at(step, s.steps, s.lr), model, grads);
+        grads.add(&model, loss.backward());
+        grads.clip(1.0)?;
+        model = optim.step(lr_at(step, s.steps, s.lr), model, &mut grads);
         pb.inc(1);
         pb.set_message(format!("loss {loss_val:.3}"));
         if step % 50 == 0 || step + 1 == s.steps {

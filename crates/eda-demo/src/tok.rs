@@ -51,7 +51,7 @@ pub fn train_tokenizer(vocab_size: usize, dir: &Path) -> Result<Tokenizer> {
         .min_frequency(2)
         .show_progress(false)
         .special_tokens(specials)
-        .initial_alphabet(ByteLevel::alphabet())
+        .initial_alphabet(ByteLevel::alphabet().into_iter().collect())
         .build()
         .into();
     let texts = training_texts()?;

@@ -32,6 +32,9 @@ pub struct DraftSession {
 
 impl DraftSession {
     /// A session with an empty cache.
+    ///
+    /// For decoding, pass a model on a plain (non-autodiff) device, e.g. `model.valid()` of a
+    /// model trained on an autodiff device; otherwise every call records a graph.
     pub fn new(model: EdaDraft) -> Self {
         DraftSession { model, cache: KvCache::new() }
     }

@@ -239,6 +239,12 @@ fn freeze_shared_leaves_only_private_gradients() {
     assert!(ids(&m.moe().shared).iter().all(|i| without.contains(i)));
     // embedding and LM head never get gradients
     assert_eq!(with.len() + without.len(), ids(&m).len());
+
+    // Stage 2 as in the reference: frozen shared group, freshly initialised private group.
+    let m = m.reinit_private(17);
+    let (with, _) = grads_of(&m);
+    assert_eq!(with, ids(m.moe().private.as_ref().unwrap()));
+    assert_eq!(m.param_counts().trainable, m.param_counts().private);
 }
 
 #[test]
@@ -541,4 +547,36 @@ fn bad_inputs_give_typed_errors() {
         matches!(&e, EdaError::MissingTensor { name, .. } if name == "layers.0.block_sparse_moe.private_experts.1.gate_proj.weight"),
         "{e}"
     );
+}
+
+#[test]
+fn expert_group_mixes_the_chosen_experts() {
+    let d = dev();
+    let cfg = EdaDraftConfig::tiny(V, H).with_experts(3, 1, 3, 2);
+    let m = draft_with(&cfg, 9, &d);
+    let x = mat(5, H, 61, &d);
+    // top-1: each row is exactly the argmax expert's output.
+    let g = &m.moe().shared;
+    let out = to_vec_f32(g.forward(x.clone()).output).unwrap();
+    let probs = to_vec_f32(burn::tensor::activation::softmax(g.router.forward(x.clone()), 1)).unwrap();
+    let experts: Vec<Vec<f32>> = g.experts.iter().map(|e| to_vec_f32(e.forward(x.clone())).unwrap()).collect();
+    for r in 0..5 {
+        let p = &probs[r * 3..r * 3 + 3];
+        let best = (0..3).max_by(|&a, &b| p[a].total_cmp(&p[b])).unwrap();
+        assert!(max_diff(out[r * H..(r + 1) * H].to_vec(), experts[best][r * H..(r + 1) * H].to_vec()) < 1e-6);
+    }
+    // top-2: renormalised mix of the two most probable experts.
+    let g = m.moe().private.as_ref().unwrap();
+    let out = to_vec_f32(g.forward(x.clone()).output).unwrap();
+    let probs = to_vec_f32(burn::tensor::activation::softmax(g.router.forward(x.clone()), 1)).unwrap();
+    let experts: Vec<Vec<f32>> = g.experts.iter().map(|e| to_vec_f32(e.forward(x.clone())).unwrap()).collect();
+    for r in 0..5 {
+        let p = &probs[r * 3..r * 3 + 3];
+        let mut order = [0usize, 1, 2];
+        order.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+        let (a, b) = (order[0], order[1]);
+        let (wa, wb) = (p[a] / (p[a] + p[b]), p[b] / (p[a] + p[b]));
+        let want: Vec<f32> = (0..H).map(|c| wa * experts[a][r * H + c] + wb * experts[b][r * H + c]).collect();
+        assert!(max_diff(out[r * H..(r + 1) * H].to_vec(), want) < 1e-5);
+    }
 }

@@ -19,6 +19,8 @@
 //! # Ok::<(), eda_core::EdaError>(())
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod config;
 pub mod layers;
 pub mod loader;

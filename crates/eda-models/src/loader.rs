@@ -181,7 +181,7 @@ impl WeightSource {
         Ok(Linear { weight, bias })
     }
 
-    /// SHA-256 over every byte of the checkpoint files (in shard order), hex.
+    /// Feeds every byte of the checkpoint files (in shard order) into `hasher`.
     pub fn hash_into(&self, hasher: &mut Sha256) {
         for f in &self.files {
             hasher.update(&f.mmap[..]);

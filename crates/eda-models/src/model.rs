@@ -131,6 +131,15 @@ impl CausalLm {
         if let Some(c) = caches.as_deref() {
             assert_eq!(c.len(), self.layers.len(), "one KV cache per layer");
         }
+        // Build the causal bias once for all layers (decode of one token needs none).
+        let [_, t, _] = x.dims();
+        let mask_bias = match mask_bias {
+            None if t > 1 => {
+                let past = caches.as_deref().and_then(|c| c.first()).map(KvCache::len).unwrap_or(0);
+                Some(crate::layers::causal_bias(past, t, &x.device()))
+            }
+            m => m,
+        };
         let mut x = x;
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);

@@ -19,6 +19,8 @@
 //! answers), runs up front in parallel with rayon; shards are serialised between samples on the
 //! calling thread (serialising a shard is small next to generating its samples).
 
+#![warn(missing_docs)]
+
 pub mod pipeline;
 pub mod prompts;
 pub mod regenerator;

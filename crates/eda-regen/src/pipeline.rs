@@ -409,7 +409,7 @@ pub fn regenerate_dataset(
     let mut total_tokens = 0usize;
 
     for p in prepared {
-        let outcome = process_one(target, tokenizer, &p, cfg, &generation, max_len, remote.as_deref_mut())?;
+        let outcome = process_one(target, &p, cfg, &generation, max_len, remote.as_deref_mut())?;
         match outcome {
             Outcome::Sample(sample, resp_len) => {
                 response_tokens += resp_len;
@@ -499,14 +499,12 @@ fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String)>, ski
 
 fn process_one(
     target: &mut dyn TargetModel,
-    tokenizer: &Tokenizer,
     p: &Pending,
     cfg: &RegenConfig,
     generation: &GenerationConfig,
     max_len: usize,
     remote: Option<&mut OpenAiRegenerator>,
 ) -> Result<Outcome> {
-    let _ = tokenizer;
     let mut prompt = p.prompt_ids.clone();
     if prompt.is_empty() {
         return Ok(Outcome::Skipped("the prompt encodes to no tokens".into()));

@@ -53,6 +53,12 @@ impl MahalanobisModel {
         let sigma = stats.shrunk_covariance();
         let d = stats.dim;
         let scale = stats.covariance.trace() / d as f64;
+        let magnitude = stats.mean.amax();
+        if !(scale > (1e-10 * magnitude).powi(2)) {
+            return Err(EdaError::SingularCovariance(format!(
+                "the reference data have (numerically) zero variance: tr(S)/d = {scale:e} for |μ|∞ = {magnitude:e}"
+            )));
+        }
         let started = std::time::Instant::now();
         let mut last = None;
         let tries = if alpha > 0.0 { JITTER_RETRIES + 1 } else { 1 };

@@ -245,7 +245,12 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
         }
     }
     let mut reports = Vec::with_capacity(prompts.len());
+    let bar = indicatif::ProgressBar::new(prompts.len() as u64);
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     for (index, prompt) in prompts.iter().enumerate() {
+        bar.inc(1);
         let base = if opts.baseline { Some(eda_core::DecodingStrategy::generate(&mut Autoregressive, target, draft, prompt, cfg)?) } else { None };
         let out = strategy.generate(target, draft, prompt, cfg)?;
         let m = &out.metrics;
@@ -271,6 +276,7 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
             tokens: out.tokens,
         });
     }
+    bar.finish_and_clear();
     let mut metrics = DecodeMetrics::default();
     let mut baseline_metrics = opts.baseline.then(DecodeMetrics::default);
     for r in &reports {

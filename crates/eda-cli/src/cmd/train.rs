@@ -1,10 +1,340 @@
-//! `eda train` (being implemented).
+//! `eda train`: stage 1 (train a draft on base-target features) or stage 2 (adapt a stage-1
+//! draft's private experts to a fine-tuned target's features). See the `eda-train` crate.
 
-/// Flags of `eda train`.
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use eda_core::data::{read_shard, FeatureSample};
+use eda_core::{EdaError, ModelInfo, Trainer};
+use eda_draft::EdaDraftConfig;
+use eda_train::{DraftTrainer, LossNorm, NoiseConfig, PrivateInit, Stage, Stage2Freeze, TrainConfig, WarmupShape};
+
+/// Training stage.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StageArg {
+    /// Train every draft parameter (except the frozen embedding / LM head) on base-target features.
+    Stage1,
+    /// Load `--stage1`, freeze the shared group, train the private group on fine-tuned-target features.
+    Stage2,
+}
+
+/// Stage-2 private-group initialisation.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PrivateInitArg {
+    /// Fresh random init (what the reference code does).
+    Random,
+    /// Keep the stage-1 private weights.
+    FromStage1,
+}
+
+/// Stage-2 freezing.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FreezeArg {
+    /// Freeze fc, attention, norm and shared experts: only the private group trains.
+    SharedGroup,
+    /// The reference script: freeze attention, norm and shared experts; `fc` also trains.
+    Reference,
+}
+
+/// Input-feature noise.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NoiseArg {
+    /// No noise.
+    None,
+    /// U(-a, a) with a = `--noise-scale` (default 0.1).
+    Uniform,
+    /// The reference's (U(0,1) − 0.5)·std·512/L with std = `--noise-scale` (use 0.2).
+    Reference,
+}
+
+/// Loss normalisation.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NormArg {
+    /// Divide by the number of masked tokens.
+    Masked,
+    /// Divide by batch × padded length (the reference).
+    Batch,
+}
+
+/// Flags of `eda train`. Flags override the values of `--config`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Training stage.
+    #[arg(long, value_enum, default_value_t = StageArg::Stage1)]
+    pub stage: StageArg,
+    /// Feature shards (files) or directories containing them (`*.safetensors` written by
+    /// `eda regenerate` / feature extraction).
+    #[arg(long, required = true, num_args = 1..)]
+    pub features: Vec<PathBuf>,
+    /// Target checkpoint directory (HF layout) providing the frozen LM head: the base target in
+    /// stage 1, the fine-tuned target in stage 2. Also provides the embedding unless
+    /// `--embedding-from` is given.
+    #[arg(long)]
+    pub target: PathBuf,
+    /// Checkpoint directory to take the token embedding from (the reference stage 2 keeps the
+    /// base target's embedding).
+    #[arg(long)]
+    pub embedding_from: Option<PathBuf>,
+    /// Stage-1 draft directory (the `draft/` folder of a stage-1 run); required for stage 2.
+    #[arg(long)]
+    pub stage1: Option<PathBuf>,
+    /// Output directory (checkpoints, metrics.jsonl, final `draft/`); an unfinished run there is resumed.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// JSON training configuration (`eda_train::TrainConfig`); flags below override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Stage 1: JSON draft configuration (`eda_draft::EdaDraftConfig`); default: derived from the target.
+    #[arg(long)]
+    pub draft_config: Option<PathBuf>,
+    /// Stage 1 without `--draft-config`: shared expert intermediate size (default: the target's).
+    #[arg(long)]
+    pub intermediate_size: Option<usize>,
+    /// Stage 1 without `--draft-config`: private expert intermediate size (default: the shared one).
+    #[arg(long)]
+    pub private_intermediate_size: Option<usize>,
+    /// Total optimiser steps (overrides `--epochs`).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Passes over the data.
+    #[arg(long)]
+    pub epochs: Option<f64>,
+    /// Sequences per micro-batch.
+    #[arg(long)]
+    pub batch_size: Option<usize>,
+    /// Micro-batches per optimiser step.
+    #[arg(long)]
+    pub grad_accum: Option<usize>,
+    /// Truncate samples to this many tokens.
+    #[arg(long)]
+    pub max_len: Option<usize>,
+    /// Peak learning rate.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Warmup steps.
+    #[arg(long)]
+    pub warmup_steps: Option<usize>,
+    /// Use the reference schedule (log warmup over 2000 steps, linear decay to 0 at 800k steps),
+    /// then apply `--lr` / `--warmup-steps` if given.
+    #[arg(long)]
+    pub reference_schedule: bool,
+    /// AdamW weight decay.
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Global gradient-norm clip (0 disables).
+    #[arg(long)]
+    pub grad_clip: Option<f64>,
+    /// Input-feature noise kind.
+    #[arg(long, value_enum)]
+    pub noise: Option<NoiseArg>,
+    /// Noise amplitude (uniform) or std (reference).
+    #[arg(long)]
+    pub noise_scale: Option<f32>,
+    /// Loss normalisation.
+    #[arg(long, value_enum)]
+    pub loss_norm: Option<NormArg>,
+    /// Stage 2: private-group initialisation.
+    #[arg(long, value_enum)]
+    pub private_init: Option<PrivateInitArg>,
+    /// Stage 2: which groups are frozen.
+    #[arg(long, value_enum)]
+    pub freeze: Option<FreezeArg>,
+    /// Seed of shuffling, noise and initialisation.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Checkpoint every N steps (0: only at the end).
+    #[arg(long)]
+    pub checkpoint_every: Option<usize>,
+    /// Device (`cpu`, `wgpu`, `cuda`, `cuda:N`); default: `EDA_DEVICE` or the best compiled in.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
+    let mut c = match &args.config {
+        Some(p) => TrainConfig::from_json_file(p)?,
+        None => TrainConfig::default(),
+    };
+    c.stage = match args.stage {
+        StageArg::Stage1 => Stage::Stage1,
+        StageArg::Stage2 => Stage::Stage2,
+    };
+    if args.reference_schedule {
+        c.schedule = eda_train::ScheduleConfig::reference();
+    }
+    if let Some(v) = args.steps {
+        c.steps = Some(v);
+    }
+    if let Some(v) = args.epochs {
+        c.epochs = v;
+        if args.steps.is_none() {
+            c.steps = None;
+        }
+    }
+    if let Some(v) = args.batch_size {
+        c.batch_size = v;
+    }
+    if let Some(v) = args.grad_accum {
+        c.grad_accum = v;
+    }
+    if let Some(v) = args.max_len {
+        c.max_len = v;
+    }
+    if let Some(v) = args.lr {
+        c.schedule.lr = v;
+    }
+    if let Some(v) = args.warmup_steps {
+        c.schedule.warmup_steps = v;
+        if !args.reference_schedule {
+            c.schedule.warmup = WarmupShape::Linear;
+        }
+    }
+    if let Some(v) = args.weight_decay {
+        c.adamw.weight_decay = v;
+    }
+    if let Some(v) = args.grad_clip {
+        c.grad_clip = if v > 0.0 { Some(v) } else { None };
+    }
+    if let Some(kind) = args.noise {
+        c.noise = match kind {
+            NoiseArg::None => NoiseConfig::None,
+            NoiseArg::Uniform => NoiseConfig::Uniform { amplitude: args.noise_scale.unwrap_or(0.1) },
+            NoiseArg::Reference => NoiseConfig::ReferenceScaled { std: args.noise_scale.unwrap_or(0.2) },
+        };
+    } else if let Some(s) = args.noise_scale {
+        c.noise = match c.noise {
+            NoiseConfig::ReferenceScaled { .. } => NoiseConfig::ReferenceScaled { std: s },
+            _ => NoiseConfig::Uniform { amplitude: s },
+        };
+    }
+    if let Some(n) = args.loss_norm {
+        c.loss.norm = match n {
+            NormArg::Masked => LossNorm::MaskedTokens,
+            NormArg::Batch => LossNorm::BatchTokens,
+        };
+    }
+    if let Some(p) = args.private_init {
+        c.private_init = match p {
+            PrivateInitArg::Random => PrivateInit::Random,
+            PrivateInitArg::FromStage1 => PrivateInit::FromStage1,
+        };
+    }
+    if let Some(f) = args.freeze {
+        c.stage2_freeze = match f {
+            FreezeArg::SharedGroup => Stage2Freeze::SharedGroup,
+            FreezeArg::Reference => Stage2Freeze::Reference,
+        };
+    }
+    if let Some(v) = args.seed {
+        c.seed = v;
+    }
+    if let Some(v) = args.checkpoint_every {
+        c.checkpoint_every = v;
+    }
+    c.validate()?;
+    Ok(c)
+}
+
+/// Reads every feature shard named by `paths` (directories: their `*.safetensors`, sorted).
+fn load_features(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| EdaError::io(p, e))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
+                .collect();
+            in_dir.sort();
+            files.extend(in_dir);
+        } else {
+            files.push(p.clone());
+        }
+    }
+    let mut out = Vec::new();
+    for f in &files {
+        out.extend(read_shard(f)?);
+    }
+    if out.is_empty() {
+        return Err(EdaError::EmptyDataset(format!("no feature samples in {paths:?}")));
+    }
+    Ok(out)
+}
+
+/// The target's config, and `[vocab, hidden]` matrices `name` read from its weights.
+fn read_matrix(dir: &Path, cfg: &eda_models::ModelConfig, name: &str, device: &Device) -> eda_core::Result<Tensor<2>> {
+    let src = eda_models::WeightSource::open(dir)?;
+    let (v, h) = (cfg.vocab_size, cfg.hidden_size);
+    let name = if name == "lm_head.weight" && (cfg.tie_word_embeddings || !src.contains(name)) { "model.embed_tokens.weight" } else { name };
+    let vals = src.read_f32(name, &[v, h])?;
+    Ok(Tensor::from_data(TensorData::new(vals, [v, h]), device))
+}
 
 /// Runs `eda train`.
-pub fn run(_args: Args) -> eda_core::Result<()> {
-    Err(eda_core::EdaError::InvalidArgument("`eda train` is not available yet".into()))
+pub fn run(args: Args) -> eda_core::Result<()> {
+    let device = match &args.device {
+        Some(name) => eda_core::backend::device_from_name(name)?,
+        None => eda_core::backend::default_device()?,
+    };
+    let cfg = build_config(&args)?;
+    let data = load_features(&args.features)?;
+    tracing::info!(samples = data.len(), tokens = data.iter().map(|s| s.len()).sum::<usize>(), "features loaded");
+
+    let tcfg = eda_models::ModelConfig::from_file(&args.target.join("config.json"))?;
+    let lm_head = read_matrix(&args.target, &tcfg, "lm_head.weight", &device)?;
+    let emb_dir = args.embedding_from.clone().unwrap_or_else(|| args.target.clone());
+    let ecfg = if emb_dir == args.target { tcfg.clone() } else { eda_models::ModelConfig::from_file(&emb_dir.join("config.json"))? };
+    if ecfg.vocab_size != tcfg.vocab_size || ecfg.hidden_size != tcfg.hidden_size {
+        return Err(EdaError::mismatch("vocabulary x hidden size (--embedding-from vs --target)", tcfg.vocab_size * tcfg.hidden_size, ecfg.vocab_size * ecfg.hidden_size));
+    }
+    let embedding = read_matrix(&emb_dir, &ecfg, "model.embed_tokens.weight", &device)?;
+
+    let draft = match cfg.stage {
+        Stage::Stage1 => {
+            let dcfg: EdaDraftConfig = match &args.draft_config {
+                Some(p) => eda_core::io::read_json(p)?,
+                None => {
+                    let info = ModelInfo {
+                        model_type: tcfg.model_type.clone(),
+                        vocab_size: tcfg.vocab_size,
+                        hidden_size: tcfg.hidden_size,
+                        max_position_embeddings: tcfg.max_position_embeddings,
+                        eos_token_ids: tcfg.eos_token_ids.clone(),
+                        identity: String::new(),
+                    };
+                    let i = args.intermediate_size.unwrap_or(tcfg.intermediate_size);
+                    let p = args.private_intermediate_size.unwrap_or(i);
+                    EdaDraftConfig::for_target(&info, tcfg.num_attention_heads, tcfg.num_key_value_heads, i, p).with_rope_theta(tcfg.rope_theta)
+                }
+            };
+            eda_train::stage1_draft(&dcfg, embedding, lm_head, &cfg, &device)?
+        }
+        Stage::Stage2 => {
+            let dir = args.stage1.as_ref().ok_or_else(|| EdaError::InvalidArgument("--stage1 <draft dir> is required for --stage stage2".into()))?;
+            eda_train::stage2_draft(dir, embedding, lm_head, &cfg, &device)?
+        }
+    };
+    let counts = draft.param_counts();
+    tracing::info!(
+        trainable = counts.trainable,
+        draft = counts.draft(),
+        ratio = counts.trainable_ratio(),
+        ratio_with_embedding = counts.trainable_ratio_with_embedding(),
+        "draft parameters (trainable share without / with embedding)"
+    );
+    let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?;
+    let report = trainer.train(&data)?;
+    println!(
+        "{} steps, final loss {:.4}, top-1 {:.3}; {} tokens in {:.1}s ({:.0} tokens/s); {} of {} parameters trained; draft: {}",
+        report.steps,
+        report.final_loss,
+        report.final_top1,
+        report.tokens,
+        report.seconds,
+        report.tokens as f64 / report.seconds.max(1e-9),
+        report.trainable_params,
+        report.total_params,
+        args.out.join("draft").display()
+    );
+    Ok(())
 }

@@ -77,11 +77,11 @@ impl MockTarget {
     fn hidden_at(&self, seq: &[TokenId], p: usize) -> Vec<f32> {
         let h = self.info.hidden_size;
         let mut acc = vec![0f32; h];
-        for j in 0..=p {
+        for (j, &x) in seq[..=p].iter().enumerate() {
             let w = 0.6f32.powi((p - j) as i32);
-            let row = &self.emb[seq[j] as usize * h..(seq[j] as usize + 1) * h];
-            for k in 0..h {
-                acc[k] += w * row[k];
+            let row = &self.emb[x as usize * h..(x as usize + 1) * h];
+            for (a, r) in acc.iter_mut().zip(row) {
+                *a += w * r;
             }
         }
         acc.iter().map(|x| x.tanh()).collect()

@@ -55,3 +55,23 @@ fn greedy_speculative_decoding_with_qwen2_models_is_exact() {
     }
 }
 
+
+#[test]
+fn greedy_speculative_decoding_with_an_eda_draft_is_exact() {
+    // An (untrained) EAGLE-style EDA draft reading the target's features: exercises the
+    // feature alignment (h_t, x_{t+1}) and tree expansion with parent features on a real model.
+    let device = eda_core::backend::device_from_name("cpu").unwrap();
+    let cfg = ModelConfig::qwen2(64, 32, 64, 2, 4, 2, 128);
+    let mut target = Target::new(CausalLm::new(&cfg, &device), "target".into());
+    let dcfg = eda_draft::EdaDraftConfig::tiny(64, 32);
+    let model = eda_draft::EdaDraft::new(&dcfg, target.embedding_weight(), target.lm_head_weight(), &device).unwrap();
+    let mut draft = eda_draft::DraftSession::new(model);
+    let gen = GenerationConfig { max_new_tokens: 20, ..GenerationConfig::greedy() };
+    let prompt = vec![5u32, 6, 7, 8];
+    let reference = generate_autoregressive(&mut target, &prompt, &gen).unwrap();
+    let chain = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+    assert_eq!(chain.tokens, reference.tokens);
+    let tree = TreeStrategy { depth: 3, top_k: 4, total_tokens: 16 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+    assert_eq!(tree.tokens, reference.tokens);
+    assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
+}

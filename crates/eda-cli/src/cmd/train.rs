@@ -338,3 +338,78 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    /// Deterministic pseudo-random values in [-1, 1).
+    fn vals(n: usize, seed: u64) -> Vec<f32> {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (0..n)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((x >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// A target directory with only what `eda train` reads: config.json, embedding and LM head.
+    fn write_target(dir: &Path, seed: u64) {
+        let (v, h) = (32usize, 16usize);
+        eda_models::ModelConfig::qwen2(v, h, 32, 1, 4, 2, 256).save(&dir.join("config.json")).unwrap();
+        let n = v * h * 4;
+        let header = format!(
+            r#"{{"model.embed_tokens.weight":{{"dtype":"F32","shape":[{v},{h}],"data_offsets":[0,{n}]}},"lm_head.weight":{{"dtype":"F32","shape":[{v},{h}],"data_offsets":[{n},{}]}}}}"#,
+            2 * n
+        );
+        let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        for x in vals(2 * v * h, seed) {
+            bytes.extend_from_slice(&x.to_le_bytes());
+        }
+        std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    }
+
+    #[test]
+    fn stage1_then_stage2_from_the_command_line() {
+        let root = tempfile::tempdir().unwrap();
+        let (base, ft) = (root.path().join("base"), root.path().join("ft"));
+        std::fs::create_dir_all(&base).unwrap();
+        std::fs::create_dir_all(&ft).unwrap();
+        write_target(&base, 1);
+        write_target(&ft, 2);
+        let samples: Vec<FeatureSample> = (0..6u64)
+            .map(|i| {
+                let ids: Vec<u32> = vals(10, 100 + i).iter().map(|x| ((x + 1.0) * 15.9) as u32).collect();
+                FeatureSample::new(format!("{i}"), ids, vals(160, 200 + i), 16, vec![1; 10]).unwrap()
+            })
+            .collect();
+        let shards = root.path().join("shards");
+        eda_core::data::write_shard(&shards.join("shard-0.safetensors"), &samples, eda_core::data::FeatureDType::F32).unwrap();
+        let p = |v: &Path| v.to_str().unwrap().to_string();
+        let s1 = root.path().join("s1");
+        let cli = Cli::try_parse_from(["eda", "--features", &p(&shards), "--target", &p(&base), "--out", &p(&s1), "--steps", "3", "--batch-size", "2", "--device", "cpu"]).unwrap();
+        run(cli.args).unwrap();
+        assert!(s1.join("draft").is_dir());
+        let s2 = root.path().join("s2");
+        let cli = Cli::try_parse_from([
+            "eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&ft), "--embedding-from", &p(&base),
+            "--stage1", &p(&s1.join("draft")), "--out", &p(&s2), "--steps", "2", "--noise", "reference", "--loss-norm", "batch",
+            "--freeze", "reference", "--device", "cpu",
+        ])
+        .unwrap();
+        run(cli.args).unwrap();
+        assert_eq!(std::fs::read_to_string(s2.join("metrics.jsonl")).unwrap().lines().count(), 2);
+        // stage 2 without --stage1 is a clear error
+        let cli = Cli::try_parse_from(["eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&ft), "--out", &p(&root.path().join("s3"))]).unwrap();
+        assert!(matches!(run(cli.args), Err(EdaError::InvalidArgument(_))));
+    }
+}

@@ -1,10 +1,341 @@
-//! `eda select` (being implemented).
+//! `eda select`: fit (or load) base-target feature statistics, score regenerated candidate
+//! samples by Mahalanobis distance and write the selected subset (see the `eda-select` crate).
+//!
+//! Outputs in `--out`: `selected.safetensors` (the kept samples, in input order, as one feature
+//! shard), `selection.json` (settings, ranked indices and ids, every score, drift summary) and,
+//! when the statistics were fitted here, `stats.safetensors` (reusable with `--stats`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use eda_core::data::{read_shard, write_shard, FeatureDType, FeatureSample};
+use eda_core::{EdaError, SampleSelector, Selection};
+use eda_select::{
+    DriftSummary, FeatureStats, FitConfig, FitUnit, KeepAll, MahalanobisModel, MahalanobisSelector, Pooling, PositionFilter,
+    RandomSelector, ScoreConfig, SelectionExt, Shrinkage,
+};
+use serde::Serialize;
+
+/// Selection method.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// Keep the samples whose hidden states lie farthest from the base-feature Gaussian (EDA).
+    Mahalanobis,
+    /// Keep a uniformly random subset (baseline; reproducible with `--seed`).
+    Random,
+    /// Keep every sample (baseline; `--fraction` is ignored, `--token-budget` keeps a prefix).
+    All,
+}
+
+/// Storage precision of the written shard.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dtype {
+    /// 32-bit floats (exact).
+    F32,
+    /// bfloat16 (half the size; lossless when the inputs were bf16).
+    Bf16,
+}
 
 /// Flags of `eda select`.
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Base-target feature shards on general data to fit the statistics on: a directory (every
+    /// `*.safetensors` in it) or a file glob such as `feats/base/shard-*.safetensors`.
+    #[arg(long, conflicts_with = "stats")]
+    pub base_shards: Option<String>,
+    /// Previously fitted statistics (`stats.safetensors` written by an earlier `eda select`),
+    /// instead of `--base-shards`.
+    #[arg(long)]
+    pub stats: Option<PathBuf>,
+    /// Regenerated candidate shards to select from: a directory or a file glob.
+    #[arg(long)]
+    pub shards: String,
+    /// Fraction of candidate samples to keep, in (0, 1] (at least one sample is kept).
+    #[arg(long, conflicts_with = "token_budget")]
+    pub fraction: Option<f64>,
+    /// Keep the best-ranked samples whose total length (all positions) fits in this many tokens.
+    #[arg(long)]
+    pub token_budget: Option<usize>,
+    /// Selection method.
+    #[arg(long, value_enum, default_value_t = Method::Mahalanobis)]
+    pub method: Method,
+    /// Pooling of per-token distances into a sample score: `mean`, `max`, `quantile:<q>`, or
+    /// `pooled` (distance of the sample's mean feature; pair with `--fit-unit sample-means`).
+    #[arg(long, default_value = "mean", value_parser = parse_pooling)]
+    pub pooling: Pooling,
+    /// Positions whose hidden states are used, for fitting and scoring: `response`
+    /// (loss_mask = 1) or `all`.
+    #[arg(long, default_value = "response", value_parser = parse_positions)]
+    pub positions: PositionFilter,
+    /// Observations of the reference Gaussian when fitting: `tokens` (every position) or
+    /// `sample-means` (one mean feature per sample).
+    #[arg(long, default_value = "tokens", value_parser = parse_unit)]
+    pub fit_unit: FitUnit,
+    /// Covariance shrinkage: `lw` (Ledoit–Wolf) or `ridge:<α>` with α in [0, 1] (`ridge:0` = no
+    /// regularisation). Default: `lw` when fitting, the recorded value with `--stats`.
+    #[arg(long, value_parser = parse_shrinkage)]
+    pub shrinkage: Option<Shrinkage>,
+    /// Seed of `--method random`.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Tokens per batched triangular solve when scoring.
+    #[arg(long, default_value_t = 512)]
+    pub batch_tokens: usize,
+    /// Precision of hidden states in the written shard.
+    #[arg(long, value_enum, default_value_t = Dtype::F32)]
+    pub dtype: Dtype,
+    /// Skip the drift summary (saves one scoring pass over the base shards).
+    #[arg(long)]
+    pub no_drift: bool,
+    /// Output directory (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+fn parse_pooling(s: &str) -> Result<Pooling, String> {
+    s.parse().map_err(|e: EdaError| e.to_string())
+}
+fn parse_positions(s: &str) -> Result<PositionFilter, String> {
+    s.parse().map_err(|e: EdaError| e.to_string())
+}
+fn parse_unit(s: &str) -> Result<FitUnit, String> {
+    s.parse().map_err(|e: EdaError| e.to_string())
+}
+fn parse_shrinkage(s: &str) -> Result<Shrinkage, String> {
+    s.parse().map_err(|e: EdaError| e.to_string())
+}
+
+/// Matches `name` against a pattern with `*` (any run) and `?` (one character).
+fn wildcard(pattern: &[char], name: &[char]) -> bool {
+    match (pattern.first(), name.first()) {
+        (None, None) => true,
+        (Some('*'), _) => wildcard(&pattern[1..], name) || (!name.is_empty() && wildcard(pattern, &name[1..])),
+        (Some('?'), Some(_)) => wildcard(&pattern[1..], &name[1..]),
+        (Some(p), Some(n)) if p == n => wildcard(&pattern[1..], &name[1..]),
+        _ => false,
+    }
+}
+
+/// Shard files named by a directory (its `*.safetensors`), a glob in the file name, or one file;
+/// sorted by path.
+fn shard_paths(spec: &str) -> eda_core::Result<Vec<PathBuf>> {
+    let path = Path::new(spec);
+    let (dir, pattern) = if path.is_dir() {
+        (path.to_path_buf(), "*.safetensors".to_string())
+    } else if spec.contains('*') || spec.contains('?') {
+        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        let pat = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+        if dir.to_string_lossy().contains(['*', '?']) {
+            return Err(EdaError::InvalidArgument(format!("`{spec}`: wildcards are only supported in the file name")));
+        }
+        (dir, pat)
+    } else if path.is_file() {
+        return Ok(vec![path.to_path_buf()]);
+    } else {
+        return Err(EdaError::InvalidArgument(format!("`{spec}` is neither a directory, a file nor a glob")));
+    };
+    let pat: Vec<char> = pattern.chars().collect();
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(&dir).map_err(|e| EdaError::io(&dir, e))? {
+        let entry = entry.map_err(|e| EdaError::io(&dir, e))?;
+        let name: Vec<char> = entry.file_name().to_string_lossy().chars().collect();
+        if entry.path().is_file() && wildcard(&pat, &name) {
+            out.push(entry.path());
+        }
+    }
+    out.sort();
+    if out.is_empty() {
+        return Err(EdaError::EmptyDataset(format!("no shard files match `{spec}`")));
+    }
+    Ok(out)
+}
+
+fn read_all(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
+    let mut all = Vec::new();
+    for p in paths {
+        let s = read_shard(p)?;
+        tracing::info!(shard = %p.display(), samples = s.len(), "read shard");
+        all.extend(s);
+    }
+    Ok(all)
+}
+
+/// Summary of the statistics used, recorded in `selection.json`.
+#[derive(Serialize)]
+struct StatsInfo {
+    source: String,
+    dim: usize,
+    count: u64,
+    shrinkage: String,
+    alpha: f64,
+    ledoit_wolf_alpha: f64,
+    jitter: f64,
+    positions: String,
+    unit: String,
+}
+
+/// Contents of `selection.json`.
+#[derive(Serialize)]
+struct Report {
+    method: String,
+    pooling: Option<String>,
+    positions: String,
+    seed: u64,
+    fraction: Option<f64>,
+    token_budget: Option<usize>,
+    candidate_shards: Vec<PathBuf>,
+    candidates: usize,
+    selected: usize,
+    candidate_tokens: usize,
+    selected_tokens: usize,
+    /// Kept samples, best first (indices into the concatenated candidate shards).
+    indices: Vec<usize>,
+    /// Ids of the kept samples, best first.
+    ids: Vec<String>,
+    /// Score of every candidate, in input order.
+    scores: Vec<f64>,
+    stats: Option<StatsInfo>,
+    drift: Option<DriftSummary>,
+    seconds: f64,
+}
 
 /// Runs `eda select`.
-pub fn run(_args: Args) -> eda_core::Result<()> {
-    Err(eda_core::EdaError::InvalidArgument("`eda select` is not available yet".into()))
+pub fn run(args: Args) -> eda_core::Result<()> {
+    let started = Instant::now();
+    if args.fraction.is_none() && args.token_budget.is_none() {
+        return Err(EdaError::InvalidArgument("give --fraction or --token-budget".into()));
+    }
+    let cand_paths = shard_paths(&args.shards)?;
+    let candidates = read_all(&cand_paths)?;
+    if candidates.is_empty() {
+        return Err(EdaError::EmptyDataset(format!("no samples in `{}`", args.shards)));
+    }
+
+    let mut stats_info = None;
+    let mut drift = None;
+    let (selector, pooling): (Box<dyn SampleSelector>, Option<String>) = match args.method {
+        Method::Random => (Box::new(RandomSelector { seed: args.seed }), None),
+        Method::All => (Box::new(KeepAll), None),
+        Method::Mahalanobis => {
+            let (stats, source, base_paths) = match (&args.base_shards, &args.stats) {
+                (Some(spec), _) => {
+                    let paths = shard_paths(spec)?;
+                    let cfg = FitConfig { positions: args.positions, unit: args.fit_unit, shrinkage: args.shrinkage.unwrap_or_default() };
+                    let t = Instant::now();
+                    let stats = FeatureStats::fit_shards(&paths, &cfg)?;
+                    tracing::info!(dim = stats.dim, count = stats.count, ledoit_wolf_alpha = stats.ledoit_wolf_alpha, seconds = t.elapsed().as_secs_f64(), "fitted reference statistics");
+                    let out = args.out.join("stats.safetensors");
+                    stats.save(&out)?;
+                    tracing::info!(path = %out.display(), "saved statistics");
+                    (stats, spec.clone(), Some(paths))
+                }
+                (None, Some(p)) => {
+                    let mut stats = FeatureStats::load(p)?;
+                    if let Some(s) = args.shrinkage {
+                        stats = stats.with_shrinkage(s);
+                    }
+                    (stats, p.display().to_string(), None)
+                }
+                (None, None) => {
+                    return Err(EdaError::InvalidArgument("--method mahalanobis needs --base-shards or --stats".into()))
+                }
+            };
+            if (stats.config.unit == FitUnit::SampleMeans) != (args.pooling == Pooling::PoolThenDistance) {
+                tracing::warn!(unit = %stats.config.unit, pooling = %args.pooling, "statistics fitted on {} but scoring with `{}` pooling: distances compare different scales", stats.config.unit, args.pooling);
+            }
+            let t = Instant::now();
+            let model = Arc::new(MahalanobisModel::from_stats(&stats)?);
+            tracing::info!(alpha = model.alpha(), jitter = model.jitter(), seconds = t.elapsed().as_secs_f64(), "factorised covariance");
+            let sel = MahalanobisSelector::new(
+                model.clone(),
+                ScoreConfig { positions: args.positions, pooling: args.pooling, batch_tokens: args.batch_tokens },
+            )?;
+            if !args.no_drift {
+                let base = match &base_paths {
+                    Some(paths) => Some(read_all(paths)?),
+                    None => None,
+                };
+                let d = DriftSummary::compute(&sel, base.as_deref(), &candidates)?;
+                println!("{d}");
+                drift = Some(d);
+            }
+            stats_info = Some(StatsInfo {
+                source,
+                dim: stats.dim,
+                count: stats.count,
+                shrinkage: stats.config.shrinkage.to_string(),
+                alpha: model.alpha(),
+                ledoit_wolf_alpha: stats.ledoit_wolf_alpha,
+                jitter: model.jitter(),
+                positions: stats.config.positions.to_string(),
+                unit: stats.config.unit.to_string(),
+            });
+            (Box::new(sel), Some(args.pooling.to_string()))
+        }
+    };
+
+    let t = Instant::now();
+    let Selection { indices, scores } = match args.token_budget {
+        Some(budget) => selector.select_by_tokens(&candidates, budget)?,
+        None => selector.select(&candidates, args.fraction.unwrap_or(1.0))?,
+    };
+    tracing::info!(selector = selector.name(), kept = indices.len(), of = candidates.len(), seconds = t.elapsed().as_secs_f64(), "selected");
+
+    let mut in_order = indices.clone();
+    in_order.sort_unstable();
+    let kept: Vec<FeatureSample> = in_order.iter().map(|&i| candidates[i].clone()).collect();
+    let dtype = match args.dtype {
+        Dtype::F32 => FeatureDType::F32,
+        Dtype::Bf16 => FeatureDType::BF16,
+    };
+    let shard = args.out.join("selected.safetensors");
+    write_shard(&shard, &kept, dtype)?;
+
+    let report = Report {
+        method: selector.name().to_string(),
+        pooling,
+        positions: args.positions.to_string(),
+        seed: args.seed,
+        fraction: args.fraction,
+        token_budget: args.token_budget,
+        candidate_shards: cand_paths,
+        candidates: candidates.len(),
+        selected: indices.len(),
+        candidate_tokens: candidates.iter().map(FeatureSample::len).sum(),
+        selected_tokens: kept.iter().map(FeatureSample::len).sum(),
+        ids: indices.iter().map(|&i| candidates[i].id.clone()).collect(),
+        indices,
+        scores,
+        stats: stats_info,
+        drift,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = args.out.join("selection.json");
+    eda_core::io::write_json(&json, &report)?;
+    println!(
+        "kept {} of {} samples ({} of {} tokens) with `{}`; wrote {} and {}",
+        report.selected,
+        report.candidates,
+        report.selected_tokens,
+        report.candidate_tokens,
+        report.method,
+        shard.display(),
+        json.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::wildcard;
+
+    #[test]
+    fn wildcard_matching() {
+        let m = |p: &str, n: &str| wildcard(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
+        assert!(m("shard-*.safetensors", "shard-00001.safetensors"));
+        assert!(m("*", "x"));
+        assert!(m("a?c", "abc"));
+        assert!(!m("shard-*.safetensors", "stats.safetensors"));
+    }
 }

@@ -98,6 +98,24 @@ fn fitting(tok: &Tokenizer, records: Vec<PromptRecord>, max_pos: usize, room: us
     Ok(out)
 }
 
+/// Splits `records` into (train, held-out eval): the eval prompts are drawn (seeded) among the
+/// records whose prompt fits the positions; train keeps every other record (LM training uses
+/// them all, regeneration filters them again).
+fn split_fitting(tok: &Tokenizer, records: Vec<PromptRecord>, s: &Scale, seed: u64) -> Result<(Vec<PromptRecord>, Vec<PromptRecord>)> {
+    let fit = fitting(tok, records.clone(), s.max_positions, room(s))?;
+    let (_, eval) = split(&fit, s.eval_prompts, seed);
+    if eval.is_empty() {
+        return Err(EdaError::EmptyDataset(format!("no prompt fits {} positions with {} tokens to spare", s.max_positions, room(s))));
+    }
+    let held: std::collections::HashSet<&str> = eval.iter().map(|r| r.id.as_str()).collect();
+    let mut train: Vec<PromptRecord> = records.into_iter().filter(|r| !held.contains(r.id.as_str())).collect();
+    {
+        use rand::seq::SliceRandom;
+        train.shuffle(&mut eda_core::sampling::seeded_rng(seed ^ 0x9e37_79b9));
+    }
+    Ok((train, eval))
+}
+
 fn room(scale: &Scale) -> usize {
     scale.regen_max_new_tokens.max(scale.eval_max_new_tokens + scale.tree.total_tokens) + 8
 }
@@ -114,8 +132,7 @@ fn builtin_models(cfg: &DemoConfig, device: &Device, log: &mut StageLog) -> Resu
     mcfg.eos_token_ids = vec![2, 0];
     let room = room(s);
 
-    let (gen_train, gen_eval) = split(&Domain::General.records()?, s.eval_prompts, cfg.seed);
-    let gen_eval = fitting(&tokenizer, gen_eval, s.max_positions, room)?;
+    let (gen_train, gen_eval) = split_fitting(&tokenizer, Domain::General.records()?, s, cfg.seed)?;
     let base_dir = cfg.out.join("targets/base");
     let ran = !target_exists(&base_dir);
     if ran {
@@ -130,7 +147,7 @@ fn builtin_models(cfg: &DemoConfig, device: &Device, log: &mut StageLog) -> Resu
 
     let mut targets = Vec::new();
     for d in Domain::FINE_TUNED {
-        let (train, eval) = split(&d.records()?, s.eval_prompts, cfg.seed.wrapping_add(d as u64));
+        let (train, eval) = split_fitting(&tokenizer, d.records()?, s, cfg.seed.wrapping_add(d as u64))?;
         let dir = cfg.out.join("targets").join(d.name());
         let ran = !target_exists(&dir);
         if ran {
@@ -142,9 +159,8 @@ fn builtin_models(cfg: &DemoConfig, device: &Device, log: &mut StageLog) -> Resu
         }
         log.record(format!("target:{}", d.name()), ran);
         let train = fitting(&tokenizer, train, s.max_positions, room)?;
-        let eval = fitting(&tokenizer, eval, s.max_positions, room)?;
-        if eval.is_empty() || train.is_empty() {
-            return Err(EdaError::EmptyDataset(format!("{} domain: no prompt fits {} positions", d.name(), s.max_positions)));
+        if train.is_empty() {
+            return Err(EdaError::EmptyDataset(format!("{} domain: no training prompt fits {} positions", d.name(), s.max_positions)));
         }
         targets.push(TargetJob { name: d.name().into(), dir, train: train.into_iter().take(s.domain_samples).collect(), eval });
     }

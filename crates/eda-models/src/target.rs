@@ -26,6 +26,9 @@ use crate::model::CausalLm;
 pub struct Target {
     lm: CausalLm,
     caches: Vec<KvCache>,
+    /// LM head as a contiguous `[hidden, vocab]` matrix (a materialised transpose of the
+    /// embedding when tied: multiplying by a transposed view is much slower on the CPU).
+    head: Tensor<2>,
     info: ModelInfo,
     device: Device,
 }
@@ -43,7 +46,11 @@ impl Target {
             eos_token_ids: cfg.eos_token_ids.clone(),
             identity,
         };
-        Target { caches: (0..cfg.num_hidden_layers).map(|_| KvCache::new()).collect(), lm, info, device }
+        let head = match &lm.lm_head {
+            Some(h) => h.weight.val(),
+            None => Tensor::from_data(lm.embed_tokens.weight.val().transpose().into_data(), &device),
+        };
+        Target { caches: (0..cfg.num_hidden_layers).map(|_| KvCache::new()).collect(), lm, head, info, device }
     }
 
     /// Loads a HF checkpoint directory (`config.json` + `model.safetensors` or a sharded index)
@@ -139,7 +146,7 @@ impl TargetModel for Target {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
         let x = self.lm.embed(ids);
         let hidden = self.lm.forward_hidden(x, positions, Some(&mut self.caches), bias);
-        let logits = self.lm.logits(hidden.clone());
+        let logits = hidden.clone().matmul(self.head.clone().unsqueeze::<3>());
         Ok(TargetOutput { logits: logits.reshape([n, vocab]), hidden: hidden.reshape([n, hidden_size]) })
     }
 

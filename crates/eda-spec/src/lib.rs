@@ -36,6 +36,8 @@
 //! assert_eq!(spec.tokens, plain.tokens); // greedy speculative decoding is exact
 //! ```
 
+#![warn(missing_docs)]
+
 mod chain;
 pub mod eval;
 mod lm_draft;

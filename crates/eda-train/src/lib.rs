@@ -11,6 +11,8 @@
 //! re-initialises the private group ([`PrivateInit`]) and swaps in the fine-tuned target's LM
 //! head. What is trained is simply what requires a gradient in the module handed to the trainer.
 
+#![warn(missing_docs)]
+
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -124,8 +124,8 @@ pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTra
         model = optim.step(lr_at(step, s.steps, s.lr), model, &mut grads);
         pb.inc(1);
         pb.set_message(format!("loss {loss_val:.3}"));
-        if step % 50 == 0 || step + 1 == s.steps {
-            tracing::debug!(label, step, loss = loss_val, "lm step");
+        if step % 100 == 0 || step + 1 == s.steps {
+            tracing::info!(label, step, loss = loss_val, seconds = start.elapsed().as_secs_f64(), "lm training");
         }
     }
     pb.finish_and_clear();

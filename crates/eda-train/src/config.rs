@@ -222,7 +222,9 @@ impl Default for LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct TrainConfig {
-    /// Training stage.
+    /// Training stage. The trainer itself trains whatever requires a gradient; the stage is
+    /// applied when the draft is built ([`stage1_draft`](crate::stage1_draft) /
+    /// [`stage2_draft`](crate::stage2_draft)) and recorded in checkpoints.
     pub stage: Stage,
     /// Stage 2 only: how the private group starts.
     pub private_init: PrivateInit,

@@ -9,7 +9,28 @@
 //! Stage 1 trains every draft parameter except the frozen embedding and LM head; stage 2
 //! ([`Stage::Stage2`]) starts from a stage-1 draft, freezes the shared group, optionally
 //! re-initialises the private group ([`PrivateInit`]) and swaps in the fine-tuned target's LM
-//! head. What is trained is simply what requires a gradient in the module handed to the trainer.
+//! head. What is trained is simply what requires a gradient in the module handed to the trainer:
+//! build it with [`stage1_draft`] or [`stage2_draft`].
+//!
+//! ```
+//! use burn::tensor::{Distribution, Tensor};
+//! use eda_core::{data::FeatureSample, Trainer};
+//! use eda_train::{stage1_draft, DraftTrainer, TrainConfig};
+//!
+//! let device = eda_core::backend::device_from_name("cpu").unwrap();
+//! let (vocab, hidden) = (32, 16);
+//! let head = Tensor::<2>::random([vocab, hidden], Distribution::Normal(0.0, 1.0), &device);
+//! let cfg = TrainConfig { steps: Some(2), batch_size: 2, checkpoint_every: 0, ..TrainConfig::default() };
+//! let draft = stage1_draft(&eda_draft::EdaDraftConfig::tiny(vocab, hidden), head.clone(), head, &cfg, &device).unwrap();
+//! let data: Vec<FeatureSample> = (0..4)
+//!     .map(|i| FeatureSample::new(format!("s{i}"), vec![1, 2, 3, 4], vec![0.1; 4 * hidden], hidden, vec![0, 1, 1, 1]).unwrap())
+//!     .collect();
+//! let out = tempfile::tempdir().unwrap();
+//! let mut trainer = DraftTrainer::new(cfg, draft, &device, out.path()).unwrap();
+//! let report = trainer.train(&data).unwrap();
+//! assert_eq!(report.steps, 2);
+//! assert!(out.path().join("draft").is_dir() && out.path().join("metrics.jsonl").is_file());
+//! ```
 
 #![warn(missing_docs)]
 

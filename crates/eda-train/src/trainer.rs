@@ -66,7 +66,8 @@ pub struct StepMetrics {
 ///
 /// # Multi-GPU data parallelism
 ///
-/// burn 0.22 has the pieces for synchronous data parallelism but this trainer does not use them
+/// burn 0.22 has the pieces for synchronous data parallelism (in `burn::optim`, behind burn's
+/// `optim` feature, which this workspace does not enable) but this trainer does not use them
 /// (it runs on one device): fork the module to each device (`module.fork(&device_i)`), run the
 /// forward/backward of one micro-batch per device, turn each `Gradients` into a
 /// `burn::optim::GradientsParams` and collect them in a `burn::optim::MultiGradientsParams`

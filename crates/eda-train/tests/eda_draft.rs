@@ -77,18 +77,3 @@ fn stage1_then_stage2_trains_only_the_private_group() {
     // The experts' gate/up/down change; a 1-expert router gets no gradient.
     assert!(private_changed >= 3, "private weights did not change ({private_changed})");
 }
-
-/// Throughput probe on a bigger draft (`cargo test -p eda-train --release -- --ignored --nocapture`).
-#[test]
-#[ignore]
-fn throughput_probe() {
-    let (v, h) = (2048usize, 256usize);
-    let data = synthetic_data(16, 128, v, h, 5);
-    let m = |s: u64| Tensor::<2>::from_data(TensorData::new(rand_vec(v * h, 0.1, &mut seeded_rng(s)), [v, h]), &cpu());
-    let c = TrainConfig { steps: Some(8), batch_size: 4, max_len: 128, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
-    let draft = stage1_draft(&EdaDraftConfig::tiny(v, h), m(1), m(2), &c, &cpu()).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let mut t = DraftTrainer::new(c, draft, &cpu(), dir.path()).unwrap().progress(false);
-    let r = t.train(&data).unwrap();
-    eprintln!("EdaDraft V={v} H={h} I={} B=4 T=128: {} tokens in {:.2}s = {:.0} tokens/s", 2 * h, r.tokens, r.seconds, r.tokens as f64 / r.seconds);
-}

@@ -168,7 +168,8 @@ impl CausalLm {
         }
     }
 
-    /// Every tensor under its HF name with its HF layout (`[out, in]` for linear weights).
+    /// Every tensor under its HF name with its HF layout (`[out, in]` for linear weights);
+    /// vectors (norm weights, biases) are returned as `[1, n]` rows.
     pub fn hf_tensors(&self) -> Vec<(String, Tensor<2>)> {
         fn vec1(t: Tensor<1>) -> Tensor<2> {
             t.unsqueeze()

@@ -241,3 +241,20 @@ fn save_pretrained_roundtrip() {
     let wrong = ModelConfig::llama(64, 32, 48, 3, 4, 2, 64);
     assert!(b.model().save_pretrained(&wrong, &d2).is_err());
 }
+
+#[test]
+fn llama3_rope_scaling_matches_hf() {
+    let name = "llama3-rope-tiny";
+    let r = reference(name);
+    let mut t = load(name);
+    assert!(matches!(t.config().rope_scaling, Some(eda_models::RopeScaling::Llama3 { .. })));
+    let out = t.forward(&r.input_ids).unwrap();
+    let el = max_abs(&to_vec_f32(out.logits).unwrap(), &r.logits);
+    let eh = max_abs(&to_vec_f32(out.hidden).unwrap(), &r.hidden);
+    assert!(el <= 1e-3 && eh <= 1e-3, "{name}: logit error {el}, hidden error {eh}");
+    // HF generates past max_position_embeddings; eda stops there (64 - 48 = 16 tokens).
+    let cfg = GenerationConfig { max_new_tokens: r.greedy.len(), ..GenerationConfig::greedy() };
+    let g = generate_autoregressive(&mut t, &r.input_ids, &cfg).unwrap();
+    assert_eq!(g.tokens.len(), 64 - r.input_ids.len());
+    assert_eq!(g.tokens[..], r.greedy[..g.tokens.len()]);
+}

@@ -194,6 +194,7 @@ fn external_models(cfg: &DemoConfig) -> Result<Models> {
 }
 
 /// Runs `regenerate_dataset` into `dir` (resuming) and reads every sample back.
+#[allow(clippy::too_many_arguments)]
 fn featurise(target: &mut Target, tokenizer: &Tokenizer, prompts: &[PromptRecord], mode: RegenMode, cfg: &DemoConfig, dir: &Path, log: &mut StageLog, label: &str) -> Result<Vec<FeatureSample>> {
     let manifest_path = dir.join(MANIFEST_FILE);
     let done = manifest_path.is_file() && Manifest::load(&manifest_path).map(|m| m.samples + m.skipped.len() >= prompts.len()).unwrap_or(false);

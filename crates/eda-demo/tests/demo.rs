@@ -98,3 +98,29 @@ fn bad_select_fraction_is_rejected() {
     assert!(run_demo(&cfg).is_err());
     assert!(!dir.path().join("results.json").exists());
 }
+
+#[test]
+fn external_checkpoints_run_the_same_pipeline() {
+    // Built-in quick targets play the role of real HF checkpoints given by path.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = DemoConfig::quick(dir.path().join("builtin"));
+    cfg.progress = false;
+    run_demo(&cfg).unwrap();
+    let targets = dir.path().join("builtin/targets");
+    let corpora = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpora");
+    let mut ext = DemoConfig::quick(dir.path().join("external"));
+    ext.progress = false;
+    ext.external = Some(eda_demo::ExternalModels {
+        base: targets.join("base"),
+        targets: vec![targets.join("math")],
+        prompts: corpora.join("math.jsonl"),
+        general_prompts: corpora.join("general.jsonl"),
+    });
+    let r = run_demo(&ext).unwrap();
+    assert!(!dir.path().join("external/targets").exists(), "no built-in targets are trained in external mode");
+    for m in METHODS {
+        let row = r.get("math", m).unwrap_or_else(|| panic!("missing math/{m}"));
+        assert!(row.tau >= 1.0 && row.tau.is_finite());
+    }
+    assert!(r.get("code", "eda").is_none());
+}

@@ -30,6 +30,8 @@
 //! assert!(mask.allowed(3, 5 + 2)); // node 3 sees its parent
 //! assert!(!mask.allowed(3, 5 + 1)); // but not its uncle
 //! ```
+#![warn(missing_docs)]
+
 
 pub mod backend;
 pub mod data;

@@ -21,6 +21,8 @@
 //! let results = eda_demo::run_demo(&eda_demo::DemoConfig::quick("eda-out-quick")).unwrap();
 //! assert!(results.rows.iter().all(|r| r.tau >= 1.0));
 //! ```
+#![warn(missing_docs)]
+
 
 pub mod config;
 pub mod corpora;

@@ -33,6 +33,8 @@
 //! assert_eq!(selector.select(&cands, 0.5).unwrap().indices, vec![1]);
 //! assert_eq!(selector.select_by_tokens(&cands, 10).unwrap().indices, vec![1]);
 //! ```
+#![warn(missing_docs)]
+
 
 pub mod drift;
 mod linalg;

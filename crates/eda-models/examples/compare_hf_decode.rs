@@ -13,7 +13,8 @@
 //!   cargo run --release --features eda-core/cuda -p eda-models --example compare_hf_decode -- --device cuda
 //! ```
 //!
-//! Arguments: `--small` (small config), `--device DEV` (torch device passed to the python side as
+//! Arguments: `--model DIR` (an existing HF checkpoint, e.g. one written by `eda convert`,
+//! instead of a random model), `--small` (small config), `--device DEV` (torch device passed to the python side as
 //! `--device DEV`, default `cpu`), `--threads N` (torch threads, default 2), `--rounds N`
 //! (alternating Rust/HF measurement rounds, default 2), `--prompt N` (64), `--decode N` (32).
 //! Environment: `EDA_DEVICE` (burn device, see `eda_core::backend::default_device`),
@@ -127,28 +128,37 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let prompt_len: usize = opt("--prompt").and_then(|v| v.parse().ok()).unwrap_or(64);
     let decode: usize = opt("--decode").and_then(|v| v.parse().ok()).unwrap_or(32).max(1);
 
-    let (name, mut cfg) = if small {
+    let model_dir = opt("--model").map(std::path::PathBuf::from);
+    let (name, mut cfg) = if let Some(d) = &model_dir {
+        ("given checkpoint", ModelConfig::from_file(&d.join("config.json"))?)
+    } else if small {
         ("qwen2-small h512 l4 v32000", ModelConfig::qwen2(32000, 512, 1408, 4, 8, 2, 4096))
     } else {
         ("Qwen2.5-0.5B shape", ModelConfig::qwen2(151936, 896, 4864, 24, 14, 2, 32768))
     };
-    cfg.tie_word_embeddings = true;
-    cfg.rope_theta = 1_000_000.0;
-    cfg.eos_token_ids = vec![151643.min(cfg.vocab_size as u32 - 1)];
+    if model_dir.is_none() {
+        cfg.tie_word_embeddings = true;
+        cfg.rope_theta = 1_000_000.0;
+        cfg.eos_token_ids = vec![151643.min(cfg.vocab_size as u32 - 1)];
+    }
     let device = default_device()?;
     println!("{name}: hidden {} inter {} layers {} heads {}/{} vocab {} tied; prompt {prompt_len}, decode {decode}; burn device {device:?}; rayon threads {}",
         cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.vocab_size, rayon_threads());
 
-    let dir = tempfile::tempdir()?;
+    let tmp = tempfile::tempdir()?;
+    let dir: &Path = match &model_dir {
+        Some(d) => d.as_path(),
+        None => {
+            let t0 = Instant::now();
+            let lm = CausalLm::new(&cfg, &device);
+            lm.save_pretrained(&cfg, tmp.path())?;
+            let size = std::fs::metadata(tmp.path().join("model.safetensors"))?.len();
+            println!("built + saved random model to {} ({:.2} GB) in {:.1} s", tmp.path().display(), size as f64 / 1e9, t0.elapsed().as_secs_f64());
+            tmp.path()
+        }
+    };
     let t0 = Instant::now();
-    {
-        let lm = CausalLm::new(&cfg, &device);
-        lm.save_pretrained(&cfg, dir.path())?;
-    }
-    let size = std::fs::metadata(dir.path().join("model.safetensors"))?.len();
-    println!("built + saved random model to {} ({:.2} GB) in {:.1} s", dir.path().display(), size as f64 / 1e9, t0.elapsed().as_secs_f64());
-    let t0 = Instant::now();
-    let mut target = Target::from_pretrained(dir.path(), &device)?;
+    let mut target = Target::from_pretrained(dir, &device)?;
     println!("Target::from_pretrained: {:.1} s", t0.elapsed().as_secs_f64());
 
     let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 37 + 11) % cfg.vocab_size as u32).collect();
@@ -173,7 +183,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         rust_tokens = toks;
         rust_logits = logits;
         if let (Some(py), None) = (&py, &hf_error) {
-            match run_python(py, dir.path(), &prompt, decode, &torch_device, threads) {
+            match run_python(py, dir, &prompt, decode, &torch_device, threads) {
                 Ok(h) => {
                     println!("round {r}: HF   median {:.2} ms/token (prefill {:.2} s)", median(&h.step_ms), h.prefill_s);
                     hf_rounds.push(h);
@@ -188,6 +198,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let all_rust: Vec<f64> = rust_steps.iter().flatten().map(|s| 1e3 * s).collect();
     let rust_ms = median(&all_rust);
+    // Memory-bandwidth bound: a decode step reads every weight once (f32), except that only one
+    // embedding row is read when the head is a separate matrix.
+    let weight_bytes = 4.0 * decode_weight_scalars(&cfg) as f64;
+    let bw = measure_read_bandwidth();
+    println!(
+        "bandwidth bound: {:.0} MB of f32 weights per token / {:.1} GB/s measured read bandwidth = {:.2} ms/token ({:.1} tokens/s); eda reaches {:.0}% of it",
+        weight_bytes / 1e6,
+        bw / 1e9,
+        1e3 * weight_bytes / bw,
+        bw / weight_bytes,
+        100.0 * (1e3 * weight_bytes / bw) / rust_ms
+    );
     let rust_pf = median(&rust_prefill);
     println!();
     println!("load average (1/5/15 min): {}", std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim());
@@ -233,4 +255,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn rayon_threads() -> String {
     std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()))
+}
+
+/// Scalars read from memory by one decode step: all layer weights, the final norm and the LM
+/// head (the embedding lookup reads one row, negligible).
+fn decode_weight_scalars(cfg: &ModelConfig) -> usize {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let (q, kv) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+    let layer = h * q + 2 * h * kv + q * h + 3 * h * i + 2 * h;
+    cfg.num_hidden_layers * layer + h + cfg.vocab_size * h
+}
+
+/// Read bandwidth of this machine in bytes/s: parallel sums over a 1 GiB buffer (every core, as
+/// the decode does), best of three passes.
+fn measure_read_bandwidth() -> f64 {
+    use rayon::prelude::*;
+    let buf = vec![1.0f32; 1 << 28];
+    let mut best = 0.0f64;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        // 16 independent accumulators let the compiler vectorise, so memory is the limit.
+        let s: f32 = buf
+            .par_chunks(1 << 16)
+            .map(|c| {
+                let mut acc = [0f32; 16];
+                for v in c.chunks_exact(16) {
+                    for (a, x) in acc.iter_mut().zip(v) {
+                        *a += x;
+                    }
+                }
+                acc.iter().sum::<f32>()
+            })
+            .sum();
+        let secs = t0.elapsed().as_secs_f64();
+        std::hint::black_box(s);
+        best = best.max((buf.len() * 4) as f64 / secs);
+    }
+    best
 }

@@ -6,6 +6,8 @@
 //! - [`ChainStrategy`]: classic chain drafting with standard rejection sampling;
 //! - [`TreeStrategy`]: EAGLE-2 dynamic tree drafting with lossless tree verification
 //!   (spec §6.2–6.3);
+//! - [`AutoStrategy`]: picks chain or tree and its size from the draft cost and acceptance
+//!   measured on the device;
 //! - [`Autoregressive`]: the plain target baseline;
 //! - [`LmDraft`]: any small language model (same tokenizer) used as a token-only draft;
 //! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
@@ -38,6 +40,7 @@
 
 #![warn(missing_docs)]
 
+mod auto;
 mod chain;
 pub mod eval;
 mod lm_draft;
@@ -51,6 +54,7 @@ mod tests;
 use eda_core::{DecodingStrategy, DraftModel, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 use serde::{Deserialize, Serialize};
 
+pub use auto::{AutoChoice, AutoStrategy, CandidateEstimate};
 pub use chain::{Autoregressive, ChainStrategy};
 pub use eval::{evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport, PromptReport, SpeedupMeasurement};
 pub use lm_draft::LmDraft;
@@ -65,6 +69,11 @@ pub trait SpeculativeStrategy: DecodingStrategy {
     /// The γ used by [`eda_core::predicted_speedup`]: drafted tokens (chain) or drafted levels
     /// (tree) per cycle, 0 for autoregressive decoding.
     fn drafted_per_cycle(&self) -> usize;
+
+    /// A report of how the strategy chose itself (the [`AutoStrategy`] probe table), if it did.
+    fn choice_report(&self) -> Option<String> {
+        None
+    }
 
     /// Like [`DecodingStrategy::generate`], calling `on_commit(new_tokens, metrics)` every time
     /// tokens are committed (for live printing).

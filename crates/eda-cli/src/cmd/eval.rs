@@ -69,7 +69,10 @@ pub fn run(args: Args) -> Result<()> {
         .collect::<Result<_>>()?;
     let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline };
     tracing::info!(prompts = prompts.len(), "evaluating");
-    let report = evaluate_with(l.target.as_mut(), l.draft.as_mut(), &mut l.strategy, &prompts, &l.cfg, &opts)?;
+    let report = evaluate_with(l.target.as_mut(), l.draft.as_mut(), l.strategy.as_mut(), &prompts, &l.cfg, &opts)?;
+    if let Some(choice) = l.strategy.choice_report() {
+        eprint!("{choice}");
+    }
     report.write_json(&args.out)?;
     println!("{report}");
     eprintln!("metrics written to {}", args.out.display());

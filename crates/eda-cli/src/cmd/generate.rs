@@ -4,7 +4,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eda_core::{DraftModel, EdaError, GenerationConfig, Result, TargetModel, TokenId};
-use eda_spec::{tau_per_cycle, tau_reference, ChainStrategy, LmDraft, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_spec::{tau_per_cycle, tau_reference, AutoStrategy, ChainStrategy, LmDraft, SpeculativeStrategy, Strategy, TreeStrategy};
 
 /// Which kind of draft `--draft` points to.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +24,10 @@ pub enum StrategyKind {
     Chain,
     /// Plain autoregressive decoding (the draft is not loaded).
     Autoregressive,
+    /// Measure the draft cost and acceptance on this device with the first prompt, then use the
+    /// fastest of chains up to `--gamma` tokens and three small trees (plain decoding when none
+    /// is faster); the probe's predictions and measurements are printed to stderr.
+    Auto,
 }
 
 /// Model, tokenizer and decoding flags shared by `eda generate` and `eda eval`.
@@ -57,7 +61,7 @@ pub struct DecodeArgs {
     /// Tree: nodes verified per cycle, root included (EAGLE-2 `total_token`).
     #[arg(long, default_value_t = 60)]
     pub total_tokens: usize,
-    /// Chain: drafted tokens per cycle.
+    /// Chain: drafted tokens per cycle (with `--strategy auto`: the longest chain probed).
     #[arg(long, default_value_t = 4)]
     pub gamma: usize,
     /// Maximum number of generated tokens.
@@ -95,7 +99,7 @@ pub struct Args {
 pub(crate) struct Loaded {
     pub target: Box<dyn TargetModel>,
     pub draft: Box<dyn DraftModel>,
-    pub strategy: Strategy,
+    pub strategy: Box<dyn SpeculativeStrategy>,
     pub cfg: GenerationConfig,
 }
 
@@ -144,10 +148,11 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
     tracing::info!(target = %a.target.display(), "loading target");
     let target = eda_models::Target::from_pretrained(&a.target, &device)?;
     let info = target.info().clone();
-    let strategy = match a.strategy {
-        StrategyKind::Tree => Strategy::Tree(TreeStrategy { depth: a.depth, top_k: a.top_k, total_tokens: a.total_tokens }),
-        StrategyKind::Chain => Strategy::Chain(ChainStrategy { gamma: a.gamma }),
-        StrategyKind::Autoregressive => Strategy::Autoregressive,
+    let strategy: Box<dyn SpeculativeStrategy> = match a.strategy {
+        StrategyKind::Tree => Box::new(Strategy::Tree(TreeStrategy { depth: a.depth, top_k: a.top_k, total_tokens: a.total_tokens })),
+        StrategyKind::Chain => Box::new(Strategy::Chain(ChainStrategy { gamma: a.gamma })),
+        StrategyKind::Autoregressive => Box::new(Strategy::Autoregressive),
+        StrategyKind::Auto => Box::new(AutoStrategy::new(a.gamma, AutoStrategy::default().trees, 32)),
     };
     let draft: Box<dyn DraftModel> = if a.strategy == StrategyKind::Autoregressive {
         Box::new(NoDraft { vocab: info.vocab_size, hidden: info.hidden_size })
@@ -215,6 +220,9 @@ pub fn run(args: Args) -> Result<()> {
     };
     let out = l.strategy.generate_streaming(l.target.as_mut(), l.draft.as_mut(), &prompt, &l.cfg, &mut on_commit)?;
     println!();
+    if let Some(report) = l.strategy.choice_report() {
+        eprint!("{report}");
+    }
     let m = &out.metrics;
     eprintln!(
         "{}: {} tokens in {:.2}s ({:.1} tok/s), τ {:.2} (reference variant {}), α {:.3}, acceptance per depth {:?}, c {:.3}",

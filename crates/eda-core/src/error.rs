@@ -39,6 +39,15 @@ pub enum EdaError {
         /// What went wrong.
         message: String,
     },
+    /// A GGUF file (llama.cpp format) is corrupt, truncated, or uses a feature eda does not
+    /// support (file version, tensor type, architecture); the message names the problem.
+    #[error("corrupt or unsupported GGUF file {path}: {message}")]
+    Gguf {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong (the offending key, tensor or value is named).
+        message: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("tensor `{name}` is missing from {file}")]
     MissingTensor {

@@ -9,7 +9,9 @@
 //! * [`ModelConfig`]: HF `config.json`;
 //! * [`CausalLm`]: the model itself (training forward, `save_pretrained`);
 //! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches;
-//! * [`load_tokenizer`]: `tokenizer.json` checked against the embedding.
+//! * [`load_tokenizer`]: `tokenizer.json` checked against the embedding;
+//! * [`gguf`]: llama.cpp GGUF files (Llama, Qwen2; quantised weights dequantised to f32) and
+//!   their tokenizers, accepted wherever a HF directory is ([`load_tokenizer_for`]).
 //!
 //! ```no_run
 //! use eda_core::{generate::generate_autoregressive, GenerationConfig};
@@ -24,6 +26,7 @@
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod config;
+pub mod gguf;
 pub mod layers;
 pub mod loader;
 pub mod model;
@@ -34,4 +37,4 @@ pub use config::{ModelConfig, RopeScaling};
 pub use loader::{load_causal_lm, load_pretrained, WeightSource};
 pub use model::{CausalLm, DecoderLayer};
 pub use target::Target;
-pub use tokenizer::{load_tokenizer, tokenizer_vocab_size};
+pub use tokenizer::{load_tokenizer, load_tokenizer_for, tokenizer_vocab_size};

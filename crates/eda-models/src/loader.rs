@@ -1,4 +1,6 @@
-//! Reading HuggingFace safetensors checkpoints (single file or sharded) into a [`CausalLm`].
+//! Reading checkpoints into a [`CausalLm`]: HuggingFace safetensors (single file or sharded) or
+//! a llama.cpp GGUF file, both behind [`WeightSource`] so that the same name and shape checks
+//! apply.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -25,16 +27,19 @@ struct ShardFile {
     metadata: Metadata,
 }
 
-/// The tensors of a HF checkpoint directory, memory-mapped.
+/// The tensors of a checkpoint under their HF names, memory-mapped.
 ///
-/// Accepts `model.safetensors` or a sharded `model.safetensors.index.json` (`weight_map`).
-/// Tensors stored as F32, F16 or BF16 are converted to f32.
+/// Backed by a HF directory ([`WeightSource::open`]: `model.safetensors` or a sharded
+/// `model.safetensors.index.json`; F32, F16 or BF16) or by a GGUF file
+/// ([`WeightSource::from_gguf`]: dequantised on demand). Tensors are read as f32.
 pub struct WeightSource {
-    /// Where names are looked up (the single file, or the index for sharded checkpoints).
+    /// Where names are looked up (the single file, the index for sharded checkpoints, or the GGUF file).
     origin: PathBuf,
     files: Vec<ShardFile>,
     /// Tensor name -> index into `files`.
     map: HashMap<String, usize>,
+    /// Set for GGUF-backed sources (then `files` and `map` are empty).
+    gguf: Option<crate::gguf::GgufTensors>,
 }
 
 fn st_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
@@ -58,7 +63,7 @@ impl WeightSource {
         if single.is_file() {
             let shard = open_shard(&single)?;
             let map = shard.metadata.tensors().into_keys().map(|k| (k, 0)).collect();
-            return Ok(WeightSource { origin: single, files: vec![shard], map });
+            return Ok(WeightSource { origin: single, files: vec![shard], map, gguf: None });
         }
         if index.is_file() {
             let v: serde_json::Value = eda_core::io::read_json(&index)?;
@@ -83,7 +88,7 @@ impl WeightSource {
                 map.insert(name.clone(), idx);
             }
             let files = shard_names.iter().map(|f| open_shard(&dir.join(f))).collect::<Result<Vec<_>>>()?;
-            return Ok(WeightSource { origin: index, files, map });
+            return Ok(WeightSource { origin: index, files, map, gguf: None });
         }
         if !dir.is_dir() {
             return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));
@@ -94,14 +99,26 @@ impl WeightSource {
         ))
     }
 
-    /// Whether the checkpoint has a tensor called `name`.
-    pub fn contains(&self, name: &str) -> bool {
-        self.map.contains_key(name)
+    /// A source reading the (HF-named) tensors of a GGUF file.
+    pub fn from_gguf(tensors: crate::gguf::GgufTensors) -> Self {
+        let origin = tensors.file().path().to_path_buf();
+        WeightSource { origin, files: Vec::new(), map: HashMap::new(), gguf: Some(tensors) }
     }
 
-    /// Files backing the checkpoint (in shard order).
+    /// Whether the checkpoint has a tensor called `name`.
+    pub fn contains(&self, name: &str) -> bool {
+        match &self.gguf {
+            Some(g) => g.contains(name),
+            None => self.map.contains_key(name),
+        }
+    }
+
+    /// Files backing the checkpoint (in shard order; the one file for GGUF).
     pub fn files(&self) -> Vec<&Path> {
-        self.files.iter().map(|f| f.path.as_path()).collect()
+        match &self.gguf {
+            Some(g) => vec![g.file().path()],
+            None => self.files.iter().map(|f| f.path.as_path()).collect(),
+        }
     }
 
     fn info(&self, name: &str) -> Result<(&ShardFile, &TensorInfo)> {
@@ -116,6 +133,9 @@ impl WeightSource {
 
     /// Reads tensor `name` as f32, checking its shape against `expected`.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
+        if let Some(g) = &self.gguf {
+            return g.read_f32(name, expected);
+        }
         let (shard, info) = self.info(name)?;
         if info.shape != expected {
             return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: info.shape.clone() });
@@ -183,6 +203,9 @@ impl WeightSource {
 
     /// Feeds every byte of the checkpoint files (in shard order) into `hasher`.
     pub fn hash_into(&self, hasher: &mut Sha256) {
+        if let Some(g) = &self.gguf {
+            hasher.update(g.file().bytes());
+        }
         for f in &self.files {
             hasher.update(&f.mmap[..]);
         }
@@ -238,9 +261,13 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
     })
 }
 
-/// Loads `config.json` and the weights of a HF checkpoint directory; returns the config, the
-/// model and the checkpoint identity (SHA-256 of `config.json` followed by the weight files, hex).
+/// Loads a checkpoint: a HF directory (`config.json` + safetensors) or a GGUF file (see
+/// [`gguf::load_gguf`](crate::gguf::load_gguf)). Returns the config, the model and the checkpoint
+/// identity (SHA-256, hex, of `config.json` followed by the weight files; of the file for GGUF).
 pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, String)> {
+    if crate::gguf::is_gguf_path(dir) {
+        return crate::gguf::load_gguf(dir, device);
+    }
     if !dir.is_dir() {
         return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));
     }

@@ -31,3 +31,19 @@ pub fn tokenizer_vocab_size(tok: &tokenizers::Tokenizer) -> usize {
     let max_id = tok.get_vocab(true).values().copied().max().map(|m| m as usize + 1).unwrap_or(0);
     max_id.max(tok.get_vocab_size(true))
 }
+
+/// The tokenizer that goes with a checkpoint path: `tokenizer.json` inside a HF directory
+/// (checked as by [`load_tokenizer`]), or the vocabulary of a GGUF file
+/// ([`gguf::tokenizer_from_gguf`](crate::gguf::tokenizer_from_gguf), which must match the
+/// embedding exactly) — also checked against `embedding_rows`.
+pub fn load_tokenizer_for(path: &Path, embedding_rows: usize) -> Result<tokenizers::Tokenizer> {
+    if !crate::gguf::is_gguf_path(path) {
+        return load_tokenizer(&path.join("tokenizer.json"), embedding_rows);
+    }
+    let tok = crate::gguf::load_tokenizer_from_gguf(path)?;
+    let size = tokenizer_vocab_size(&tok);
+    if size > embedding_rows {
+        return Err(EdaError::mismatch(format!("tokenizer vocabulary of {} vs embedding rows", path.display()), embedding_rows, size));
+    }
+    Ok(tok)
+}

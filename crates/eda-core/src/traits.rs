@@ -4,7 +4,7 @@ use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::FeatureSample;
-use crate::{AttentionMask, GenerationConfig, GenerationOutput, Result, TokenId, TokenTree};
+use crate::{AttentionMask, EdaError, GenerationConfig, GenerationOutput, Result, TokenId, TokenTree};
 
 /// Static facts about a target model that other components must agree with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,6 +77,50 @@ pub trait TargetModel {
         self.forward_masked(tree.tokens(), &positions, &AttentionMask::tree(past, tree))
     }
 
+    /// Teacher-forced causal forward of independent sequences, each from position 0 as if run
+    /// alone after [`reset_cache`](Self::reset_cache): one [`TargetOutput`] per sequence, in
+    /// order, with `[len, ..]` rows. The KV cache is left empty.
+    ///
+    /// The default runs the sequences one at a time; targets with native batching (eda-models)
+    /// run them together with identical results. Errors: [`EdaError::InvalidArgument`] for an
+    /// empty batch or an empty sequence, [`EdaError::SequenceTooLong`] for a sequence longer than
+    /// the maximum positions, plus whatever [`forward`](Self::forward) rejects.
+    fn forward_batch(&mut self, seqs: &[Vec<TokenId>]) -> Result<Vec<TargetOutput>> {
+        if seqs.is_empty() {
+            return Err(EdaError::InvalidArgument("a batch needs at least one sequence".into()));
+        }
+        let max = self.info().max_position_embeddings;
+        let mut out = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            if s.len() > max {
+                return Err(EdaError::SequenceTooLong { len: s.len(), max });
+            }
+            self.reset_cache();
+            let r = self.forward(s);
+            self.reset_cache();
+            out.push(r?);
+        }
+        Ok(out)
+    }
+
+    /// The hidden states of [`forward_batch`](Self::forward_batch) only (`[len, hidden_size]` per
+    /// sequence); targets may skip the LM head. Same errors and cache behaviour.
+    fn hidden_batch(&mut self, seqs: &[Vec<TokenId>]) -> Result<Vec<Tensor<2>>> {
+        Ok(self.forward_batch(seqs)?.into_iter().map(|o| o.hidden).collect())
+    }
+
+    /// Plain autoregressive generation for several prompts, each with its own configuration
+    /// (stop tokens, length, sampling seed): output `i` equals
+    /// [`generate_autoregressive`](crate::generate::generate_autoregressive) of prompt `i` with
+    /// `cfgs[i]`. The KV cache is left in an unspecified state (reset it before reuse).
+    ///
+    /// The default generates one prompt at a time; targets with native batching decode the
+    /// prompts together, each sequence leaving the batch when it finishes (see
+    /// [`generate_batch_with`](crate::generate::generate_batch_with)).
+    fn generate_batch(&mut self, prompts: &[Vec<TokenId>], cfgs: &[GenerationConfig]) -> Result<Vec<GenerationOutput>> {
+        crate::generate::generate_each(self, prompts, cfgs)
+    }
+
     /// The token embedding matrix, `[vocab_size, hidden_size]`.
     fn embedding_weight(&self) -> Tensor<2>;
 
@@ -97,12 +141,79 @@ pub struct DraftInfo {
 }
 
 /// Output of a draft forward pass over `n` new positions.
+///
+/// A draft may predict over a subset of the target's vocabulary (EAGLE-3's reduced draft
+/// vocabulary): `logits` then has one column per entry of `token_ids`, and every token outside
+/// the subset has probability 0 under the draft. Keeping the sparse form avoids a full-vocabulary
+/// scatter per drafting step; [`full_logits`](Self::full_logits) gives the dense form.
+///
+/// ```
+/// use burn::tensor::Tensor;
+/// use eda_core::DraftOutput;
+/// let d = eda_core::backend::device_from_name("cpu").unwrap();
+/// let out = DraftOutput::new(Tensor::<2>::from_floats([[0.5, 2.0]], &d), Tensor::zeros([1, 4], &d))
+///     .with_token_ids(vec![3, 1].into());
+/// assert_eq!(out.token(1), Some(1));
+/// let dense = eda_core::backend::to_vec_f32(out.full_logits(5).unwrap()).unwrap();
+/// assert_eq!(dense[3], 0.5);
+/// assert_eq!(dense[0], f32::NEG_INFINITY);
+/// ```
 #[derive(Debug, Clone)]
 pub struct DraftOutput {
-    /// Next-token logits, `[n, vocab_size]`.
+    /// Next-token logits: `[n, vocab_size]`, or `[n, K]` when `token_ids` holds `K` ids.
     pub logits: Tensor<2>,
     /// Predicted features, `[n, hidden_size]`: fed back as input features when drafting deeper.
     pub hidden: Tensor<2>,
+    /// Target token id of each logit column for a reduced-vocabulary draft (distinct ids, each
+    /// below `vocab_size`); `None`: column `j` is token `j`.
+    pub token_ids: Option<std::sync::Arc<[TokenId]>>,
+}
+
+impl DraftOutput {
+    /// Output over the full vocabulary.
+    pub fn new(logits: Tensor<2>, hidden: Tensor<2>) -> Self {
+        DraftOutput { logits, hidden, token_ids: None }
+    }
+
+    /// Declares the logit columns to be the target tokens `ids` (a reduced draft vocabulary).
+    pub fn with_token_ids(mut self, ids: std::sync::Arc<[TokenId]>) -> Self {
+        self.token_ids = Some(ids);
+        self
+    }
+
+    /// The target token of logit column `col` (`None` when the column does not exist in the
+    /// mapping; without a mapping the column is the token).
+    pub fn token(&self, col: usize) -> Option<TokenId> {
+        match &self.token_ids {
+            Some(ids) => ids.get(col).copied(),
+            None => Some(col as TokenId),
+        }
+    }
+
+    /// Logits over the whole target vocabulary `[n, vocab_size]`: the reduced columns scattered
+    /// to their token ids, `-inf` (probability 0) everywhere else. Errors with
+    /// [`EdaError::Mismatch`](crate::EdaError::Mismatch) / [`EdaError::InvalidArgument`](crate::EdaError::InvalidArgument) when the columns do not fit
+    /// `vocab_size` or the mapping.
+    pub fn full_logits(&self, vocab_size: usize) -> Result<Tensor<2>> {
+        let [n, cols] = self.logits.dims();
+        let Some(ids) = &self.token_ids else {
+            if cols != vocab_size {
+                return Err(crate::EdaError::mismatch("draft logit columns (vocabulary size)", vocab_size, cols));
+            }
+            return Ok(self.logits.clone());
+        };
+        if ids.len() != cols {
+            return Err(crate::EdaError::mismatch("draft logit columns (reduced vocabulary mapping)", ids.len(), cols));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab_size) {
+            return Err(crate::EdaError::InvalidArgument(format!("draft vocabulary maps to token {bad}, outside the vocabulary of {vocab_size}")));
+        }
+        let device = self.logits.device();
+        let idx: Vec<i64> = ids.iter().map(|&t| t as i64).collect();
+        let idx = Tensor::<1, burn::tensor::Int>::from_data(burn::tensor::TensorData::new(idx, [cols]), &device);
+        let base = Tensor::<2>::full([n, vocab_size], f32::NEG_INFINITY, &device);
+        Ok(base.select_assign(1, idx, self.logits.clone(), burn::tensor::IndexingUpdateOp::Assign))
+    }
 }
 
 /// A draft model with its own KV cache.
@@ -126,7 +237,8 @@ pub trait DraftModel {
     fn retain_cache(&mut self, keep: &[usize]) -> Result<()>;
 
     /// Appends `tokens` (and, for EAGLE drafts, `features` `[n, hidden]`) at `positions` with an
-    /// explicit attention mask whose `past()` equals [`cache_len`](Self::cache_len).
+    /// explicit attention mask whose `past()` equals [`cache_len`](Self::cache_len). A draft with
+    /// a reduced vocabulary returns `[n, K]` logits and sets [`DraftOutput::token_ids`].
     fn forward_masked(
         &mut self,
         tokens: &[TokenId],

@@ -170,14 +170,34 @@ impl RotaryEmbedding {
     pub fn apply(&self, x: Tensor<4>, positions: &[usize]) -> Tensor<4> {
         let [_, _, t, d] = x.dims();
         assert_eq!(t, positions.len(), "rotary: {} positions for {t} rows", positions.len());
+        let (cos, sin) = self.tables(positions, d, &x.device());
+        self.rotate(x, cos.unsqueeze(), sin.unsqueeze())
+    }
+
+    /// Rotates `x` in token-major layout (`[B, T, heads, head_dim]`) at `positions` (length `T`,
+    /// shared by the batch; any order, so a packed batch of sequences can give every token its
+    /// own position). Element for element the same arithmetic as [`apply`](Self::apply).
+    ///
+    /// # Panics
+    /// As [`apply`](Self::apply).
+    pub fn apply_token_major(&self, x: Tensor<4>, positions: &[usize]) -> Tensor<4> {
+        let [_, t, _, d] = x.dims();
+        assert_eq!(t, positions.len(), "rotary: {} positions for {t} rows", positions.len());
+        let (cos, sin) = self.tables(positions, d, &x.device());
+        self.rotate(x, cos.reshape([1, t, 1, d]), sin.reshape([1, t, 1, d]))
+    }
+
+    fn tables(&self, positions: &[usize], d: usize, device: &Device) -> (Tensor<2>, Tensor<2>) {
         assert_eq!(d, self.head_dim, "rotary: head_dim {d} != {}", self.head_dim);
         if let Some(&p) = positions.iter().max() {
             assert!(p < self.max_positions, "rotary: position {p} >= {}", self.max_positions);
         }
-        let device = x.device();
-        let (cos, sin) = self.rows(positions, &device);
-        let cos: Tensor<4> = cos.unsqueeze();
-        let sin: Tensor<4> = sin.unsqueeze();
+        self.rows(positions, device)
+    }
+
+    /// `x * cos + rotate_half(x) * sin` with `cos`/`sin` broadcast against `x`.
+    fn rotate(&self, x: Tensor<4>, cos: Tensor<4>, sin: Tensor<4>) -> Tensor<4> {
+        let d = self.head_dim;
         let half = d / 2;
         let x1 = x.clone().narrow(3, 0, half);
         let x2 = x.clone().narrow(3, half, half);
@@ -365,12 +385,23 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let rep = nh / nkv;
         let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
         let k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
         let q = rope.apply(q, positions);
         let k = rope.apply(k, positions);
+        let out = self.attend(q, k, v, cache, mask_bias);
+        self.o_proj.forward(out)
+    }
+
+    /// Attention of rotated `q` (`[B, heads, T, head_dim]`) over `k`/`v`
+    /// (`[B, kv_heads, T, head_dim]`) appended to `cache`; returns the heads' outputs
+    /// `[B, T, heads * head_dim]` before `o_proj`. Shared by [`forward`](Self::forward) and
+    /// [`forward_varlen`](Self::forward_varlen) so both do the same arithmetic.
+    fn attend(&self, q: Tensor<4>, k: Tensor<4>, v: Tensor<4>, cache: Option<&mut KvCache>, mask_bias: Option<Tensor<2>>) -> Tensor<3> {
+        let [b, _, t, _] = q.dims();
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let rep = nh / nkv;
         let (k, v, past) = match cache {
             Some(c) => {
                 let past = c.len();
@@ -395,9 +426,67 @@ impl Attention {
             None => scores,
         };
         let probs = softmax(scores, 3).reshape([b, nkv, rep * t, total]);
-        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd])
     }
+
+    /// Causal self-attention over a *packed* batch of independent sequences: `x` is
+    /// `[1, N, hidden]` holding the new tokens of every sequence back to back (`lens[i]` tokens
+    /// for sequence `i`, `N = sum(lens)`).
+    ///
+    /// Sequence `i` continues `caches[i]` (appended in place; without caches every sequence
+    /// starts at position 0): its tokens sit at rotary positions `past_i..past_i + lens[i]` and
+    /// attend causally to its own cache and tokens only. `biases[i]` is that sequence's additive
+    /// `[lens[i], past_i + lens[i]]` mask, or `None` for plain causal (see [`varlen_biases`]).
+    ///
+    /// The projections and the MLP run once over all `N` tokens (the batching gain) while the
+    /// attention itself runs per sequence at its exact length: no padding, and every sequence
+    /// gets the same numbers as a batch-1 [`forward`](Self::forward) (bit for bit on the CPU
+    /// backend, whose matmul rows do not depend on the other rows).
+    ///
+    /// # Panics
+    /// On inconsistent shapes or lengths (callers validate their inputs first).
+    pub fn forward_varlen(
+        &self,
+        x: Tensor<3>,
+        rope: &RotaryEmbedding,
+        lens: &[usize],
+        mut caches: Option<&mut [KvCache]>,
+        biases: &[Option<Tensor<2>>],
+    ) -> Tensor<3> {
+        let [b, n, _] = x.dims();
+        assert_eq!(b, 1, "a packed batch has batch dimension 1");
+        assert_eq!(n, lens.iter().sum::<usize>(), "packed tokens vs sequence lengths");
+        assert_eq!(biases.len(), lens.len(), "one mask bias per sequence");
+        if let Some(c) = caches.as_deref() {
+            assert_eq!(c.len(), lens.len(), "one KV cache per sequence");
+        }
+        let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
+        let pasts: Vec<usize> = match caches.as_deref() {
+            Some(c) => c.iter().map(KvCache::len).collect(),
+            None => vec![0; lens.len()],
+        };
+        let positions: Vec<usize> = pasts.iter().zip(lens).flat_map(|(&p, &l)| p..p + l).collect();
+        // Rotary is elementwise, so rotating the packed tensor equals rotating each sequence.
+        let q = rope.apply_token_major(self.q_proj.forward(x.clone()).reshape([1, n, nh, hd]), &positions);
+        let k = rope.apply_token_major(self.k_proj.forward(x.clone()).reshape([1, n, nkv, hd]), &positions);
+        let v = self.v_proj.forward(x).reshape([1, n, nkv, hd]);
+        let mut outs = Vec::with_capacity(lens.len());
+        let mut offset = 0;
+        for (i, &l) in lens.iter().enumerate() {
+            let part = |t: &Tensor<4>| t.clone().narrow(1, offset, l).swap_dims(1, 2);
+            let cache = caches.as_deref_mut().map(|c| &mut c[i]);
+            outs.push(self.attend(part(&q), part(&k), part(&v), cache, biases[i].clone()));
+            offset += l;
+        }
+        self.o_proj.forward(Tensor::cat(outs, 1))
+    }
+}
+
+/// The per-sequence mask biases of a packed causal batch (for
+/// [`Attention::forward_varlen`]): `None` (plain causal, built on the fly) for a single new
+/// token, else the causal bias `[len, past + len]`, built once here for all layers.
+pub fn varlen_biases(pasts: &[usize], lens: &[usize], device: &Device) -> Vec<Option<Tensor<2>>> {
+    pasts.iter().zip(lens).map(|(&p, &l)| (l > 1).then(|| causal_bias(p, l, device))).collect()
 }
 
 /// Additive causal bias `[new, past + new]`: `0` where key `j <= past + i`, `-inf` elsewhere.

@@ -9,6 +9,8 @@
 //! * [`ModelConfig`]: HF `config.json`;
 //! * [`CausalLm`]: the model itself (training forward, `save_pretrained`);
 //! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches;
+//! * [`batch`]: batched passes (packed sequences, per-sequence caches) for feature extraction
+//!   and regeneration;
 //! * [`load_tokenizer`]: `tokenizer.json` checked against the embedding;
 //! * [`gguf`]: llama.cpp GGUF files (Llama, Qwen2; quantised weights dequantised to f32) and
 //!   their tokenizers, accepted wherever a HF directory is ([`load_tokenizer_for`]).
@@ -25,6 +27,7 @@
 // `is_multiple_of` is newer than the workspace MSRV (1.85).
 #![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
+pub mod batch;
 pub mod config;
 pub mod gguf;
 pub mod layers;
@@ -33,6 +36,7 @@ pub mod model;
 pub mod target;
 pub mod tokenizer;
 
+pub use batch::{BatchSession, MAX_BATCH_SIZE};
 pub use config::{ModelConfig, RopeScaling};
 pub use loader::{load_causal_lm, load_pretrained, WeightSource};
 pub use model::{CausalLm, DecoderLayer};

@@ -47,6 +47,21 @@ impl DecoderLayer {
         let h = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
         x + h
     }
+
+    /// Applies the block to a packed batch of sequences; see [`Attention::forward_varlen`].
+    pub fn forward_varlen(
+        &self,
+        x: Tensor<3>,
+        rope: &RotaryEmbedding,
+        lens: &[usize],
+        caches: Option<&mut [KvCache]>,
+        biases: &[Option<Tensor<2>>],
+    ) -> Tensor<3> {
+        let h = self.self_attn.forward_varlen(self.input_layernorm.forward(x.clone()), rope, lens, caches, biases);
+        let x = x + h;
+        let h = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + h
+    }
 }
 
 /// A Qwen2/Llama causal language model (HF `*ForCausalLM`).
@@ -144,6 +159,35 @@ impl CausalLm {
         for (i, layer) in self.layers.iter().enumerate() {
             let cache = caches.as_deref_mut().map(|c| &mut c[i]);
             x = layer.forward(x, &self.rope, positions, cache, mask_bias.clone());
+        }
+        self.norm.forward(x)
+    }
+
+    /// Runs the decoder stack on a *packed* batch of independent sequences and returns the
+    /// final-norm hidden states `[1, N, hidden]`: `x` is `[1, N, hidden]`, the embeddings of
+    /// `lens[0]` tokens of sequence 0, then `lens[1]` of sequence 1, and so on. With `caches`
+    /// (indexed `[layer][sequence]`), sequence `i` continues its own caches, which are appended
+    /// in place; without, every sequence starts at position 0. Each sequence attends causally
+    /// to itself only, so its rows equal a batch-1 [`forward_hidden`](Self::forward_hidden) of
+    /// that sequence (see [`Attention::forward_varlen`]).
+    ///
+    /// # Panics
+    /// On inconsistent shapes, or when `caches` does not hold one cache per layer and sequence.
+    pub fn forward_hidden_varlen(&self, x: Tensor<3>, lens: &[usize], mut caches: Option<&mut [Vec<KvCache>]>) -> Tensor<3> {
+        let pasts: Vec<usize> = match caches.as_deref() {
+            Some(c) => {
+                assert_eq!(c.len(), self.layers.len(), "one set of KV caches per layer");
+                assert!(c.iter().all(|l| l.len() == lens.len()), "one KV cache per sequence in every layer");
+                c.first().map(|l| l.iter().map(KvCache::len).collect()).unwrap_or_else(|| vec![0; lens.len()])
+            }
+            None => vec![0; lens.len()],
+        };
+        // Build the causal biases once for all layers, as `forward_hidden` does.
+        let biases = crate::layers::varlen_biases(&pasts, lens, &x.device());
+        let mut x = x;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let cache = caches.as_deref_mut().map(|c| c[i].as_mut_slice());
+            x = layer.forward_varlen(x, &self.rope, lens, cache, &biases);
         }
         self.norm.forward(x)
     }

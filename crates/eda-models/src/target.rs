@@ -4,8 +4,10 @@ use std::path::Path;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use eda_core::{AttentionMask, EdaError, ModelInfo, Result, TargetModel, TargetOutput, TokenId};
+use eda_core::generate::generate_batch_with;
+use eda_core::{AttentionMask, EdaError, GenerationConfig, GenerationOutput, ModelInfo, Result, TargetModel, TargetOutput, TokenId};
 
+use crate::batch::{packed_hidden, split_rows, BatchSession};
 use crate::config::ModelConfig;
 use crate::layers::{validate_keep, KvCache};
 use crate::model::CausalLm;
@@ -79,6 +81,12 @@ impl Target {
     pub fn caches(&self) -> &[KvCache] {
         &self.caches
     }
+
+    /// A batched decoding session (per-sequence caches, independent of this target's own
+    /// cache); see [`BatchSession`].
+    pub fn batch_session(&self) -> BatchSession<'_> {
+        BatchSession::new(&self.lm, &self.head, self.device.clone())
+    }
 }
 
 impl TargetModel for Target {
@@ -148,6 +156,31 @@ impl TargetModel for Target {
         let hidden = self.lm.forward_hidden(x, positions, Some(&mut self.caches), bias);
         let logits = hidden.clone().matmul(self.head.clone().unsqueeze::<3>());
         Ok(TargetOutput { logits: logits.reshape([n, vocab]), hidden: hidden.reshape([n, hidden_size]) })
+    }
+
+    /// Native batching: one packed forward over all sequences (see [`crate::batch`]); at most
+    /// [`MAX_BATCH_SIZE`](crate::batch::MAX_BATCH_SIZE) sequences, and the `[N, vocab]` logits of
+    /// all `N` tokens are materialised (use [`hidden_batch`](TargetModel::hidden_batch) for
+    /// features only).
+    fn forward_batch(&mut self, seqs: &[Vec<TokenId>]) -> Result<Vec<TargetOutput>> {
+        self.reset_cache();
+        let (hidden, lens) = packed_hidden(&self.lm, seqs, &self.device)?;
+        let logits = hidden.clone().matmul(self.head.clone().unsqueeze::<3>());
+        Ok(split_rows(logits, &lens).into_iter().zip(split_rows(hidden, &lens)).map(|(logits, hidden)| TargetOutput { logits, hidden }).collect())
+    }
+
+    /// Native batching without the LM head.
+    fn hidden_batch(&mut self, seqs: &[Vec<TokenId>]) -> Result<Vec<Tensor<2>>> {
+        self.reset_cache();
+        let (hidden, lens) = packed_hidden(&self.lm, seqs, &self.device)?;
+        Ok(split_rows(hidden, &lens))
+    }
+
+    /// Native batching through a [`BatchSession`]; the target's own cache is reset.
+    fn generate_batch(&mut self, prompts: &[Vec<TokenId>], cfgs: &[GenerationConfig]) -> Result<Vec<GenerationOutput>> {
+        self.reset_cache();
+        let max = self.info.max_position_embeddings;
+        generate_batch_with(&mut self.batch_session(), max, prompts, cfgs)
     }
 
     fn embedding_weight(&self) -> Tensor<2> {

@@ -14,10 +14,14 @@
 //!   OpenAI-compatible `/v1/completions` server, answers re-tokenised locally);
 //! - [`pipeline`]: [`regenerate_dataset`], shards, [`Manifest`], resume.
 //!
-//! Generation is sequential per model instance (one KV cache). CPU-side work that does not need
-//! the model, i.e. chat rendering and tokenisation of every pending prompt (and of reference
-//! answers), runs up front in parallel with rayon; shards are serialised between samples on the
-//! calling thread (serialising a shard is small next to generating its samples).
+//! Prompts are processed in batches of [`RegenConfig::batch_size`]: the local target generates a
+//! batch together ([`TargetModel::generate_batch`](eda_core::TargetModel::generate_batch),
+//! per-sequence KV caches, finished answers leave the batch) and featurises it with one
+//! teacher-forced pass ([`extract_features_batch`]); outputs do not depend on the batch size.
+//! CPU-side work that does not need the model, i.e. chat rendering and tokenisation of every
+//! pending prompt (and of reference answers), runs up front in parallel with rayon; shards are
+//! serialised between batches on the calling thread (serialising a shard is small next to
+//! generating its samples).
 
 #![warn(missing_docs)]
 
@@ -27,8 +31,8 @@ pub mod regenerator;
 pub mod template;
 
 pub use pipeline::{
-    extract_features, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode, RegenSettings, RegenSummary,
-    ShardRecord, SkippedPrompt, MANIFEST_FILE, MANIFEST_FORMAT,
+    extract_features, extract_features_batch, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode, RegenSettings, RegenSummary,
+    ShardRecord, SkippedPrompt, DEFAULT_BATCH_SIZE, MANIFEST_FILE, MANIFEST_FORMAT,
 };
 pub use prompts::{load_prompts, parse_prompts, Message, PromptFormat, PromptRecord, Role};
 pub use regenerator::{LocalRegenerator, OpenAiRegenerator, OpenAiSettings};

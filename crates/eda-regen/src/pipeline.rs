@@ -31,7 +31,7 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::prompts::{PromptRecord, Role};
-use crate::regenerator::{LocalRegenerator, OpenAiRegenerator};
+use crate::regenerator::OpenAiRegenerator;
 use crate::template::{encode, join_with_mask, ChatTemplate};
 
 /// Name of the manifest file in the output directory.
@@ -104,11 +104,20 @@ pub struct RegenConfig {
     pub limit: Option<usize>,
     /// Precision of the stored hidden states.
     pub dtype: FeatureDType,
+    /// Prompts processed together: generated as one batch (local target) and then featurised by
+    /// one batched teacher-forced pass (see [`TargetModel::generate_batch`] and
+    /// [`TargetModel::hidden_batch`]). Not a setting: outputs do not depend on it (on the CPU
+    /// backend they are bit-identical for every batch size), so a resumed run may change it.
+    pub batch_size: usize,
 }
+
+/// Default [`RegenConfig::batch_size`].
+pub const DEFAULT_BATCH_SIZE: usize = 8;
 
 impl Default for RegenConfig {
     /// Regenerated mode, ChatML, no system prompt, greedy with up to 512 new tokens, reference
-    /// mask convention, model's maximum length, skip overlong prompts, 256 samples per shard, F32.
+    /// mask convention, model's maximum length, skip overlong prompts, 256 samples per shard, F32,
+    /// batches of [`DEFAULT_BATCH_SIZE`] prompts.
     fn default() -> Self {
         RegenConfig {
             mode: RegenMode::Regenerated,
@@ -121,6 +130,7 @@ impl Default for RegenConfig {
             shard_size: 256,
             limit: None,
             dtype: FeatureDType::F32,
+            batch_size: DEFAULT_BATCH_SIZE,
         }
     }
 }
@@ -238,19 +248,35 @@ pub struct RegenSummary {
 /// Runs the target over `ids` (cache reset first) and packages its post-norm last-layer hidden
 /// states as a sample; the loss mask is given by the caller.
 pub fn extract_features(target: &mut dyn TargetModel, id: &str, ids: Vec<TokenId>, loss_mask: Vec<u8>) -> Result<FeatureSample> {
+    let mut out = extract_features_batch(target, vec![(id.to_owned(), ids, loss_mask)])?;
+    out.pop().ok_or_else(|| EdaError::InvalidArgument("feature extraction produced no sample".into()))
+}
+
+/// [`extract_features`] for several `(id, ids, loss_mask)` sequences with one batched
+/// teacher-forced pass ([`TargetModel::hidden_batch`]); samples come back in input order and
+/// equal one-by-one extraction. The target's cache is left empty.
+pub fn extract_features_batch(target: &mut dyn TargetModel, items: Vec<(String, Vec<TokenId>, Vec<u8>)>) -> Result<Vec<FeatureSample>> {
     let h = target.info().hidden_size;
     let max = target.info().max_position_embeddings;
-    if ids.len() > max {
+    if let Some((_, ids, _)) = items.iter().find(|(_, ids, _)| ids.len() > max) {
         return Err(EdaError::SequenceTooLong { len: ids.len(), max });
     }
-    target.reset_cache();
-    let out = target.forward(&ids)?;
-    target.reset_cache();
-    let dims = out.hidden.dims();
-    if dims != [ids.len(), h] {
-        return Err(EdaError::ShapeMismatch { name: "target hidden states".into(), expected: vec![ids.len(), h], actual: dims.to_vec() });
+    let seqs: Vec<Vec<TokenId>> = items.iter().map(|(_, ids, _)| ids.clone()).collect();
+    let hidden = target.hidden_batch(&seqs)?;
+    if hidden.len() != items.len() {
+        return Err(EdaError::mismatch("hidden-state batches (one per sequence)", items.len(), hidden.len()));
     }
-    FeatureSample::new(id, ids, to_vec_f32(out.hidden)?, h, loss_mask)
+    items
+        .into_iter()
+        .zip(hidden)
+        .map(|((id, ids, mask), hid)| {
+            let dims = hid.dims();
+            if dims != [ids.len(), h] {
+                return Err(EdaError::ShapeMismatch { name: "target hidden states".into(), expected: vec![ids.len(), h], actual: dims.to_vec() });
+            }
+            FeatureSample::new(id, ids, to_vec_f32(hid)?, h, mask)
+        })
+        .collect()
 }
 
 /// Per-prompt sampling seed: the first 8 bytes of SHA-256(seed ‖ id).
@@ -302,6 +328,9 @@ pub fn regenerate_dataset(
     let start = Instant::now();
     if cfg.shard_size == 0 {
         return Err(EdaError::InvalidConfig("shard_size must be at least 1".into()));
+    }
+    if cfg.batch_size == 0 {
+        return Err(EdaError::InvalidConfig("batch_size must be at least 1".into()));
     }
     if cfg.mode == RegenMode::Regenerated && cfg.generation.max_new_tokens == 0 {
         return Err(EdaError::InvalidConfig("max_new_tokens must be at least 1".into()));
@@ -398,7 +427,9 @@ pub fn regenerate_dataset(
         ProgressStyle::with_template("{spinner} regenerate [{elapsed_precise}] {bar:30} {pos}/{len} samples ({per_sec}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    tracing::info!(pending = prepared.len(), already_done, max_len, mode = ?cfg.mode, "regenerating");
+    // A batch can take minutes; keep the spinner and clock moving in between.
+    bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    tracing::info!(pending = prepared.len(), already_done, max_len, mode = ?cfg.mode, batch_size = cfg.batch_size, "regenerating");
 
     let mut summary_new = 0usize;
     let mut new_skipped = 0usize;
@@ -408,30 +439,50 @@ pub fn regenerate_dataset(
     let mut pending_skips: Vec<SkippedPrompt> = Vec::new();
     let mut total_tokens = 0usize;
 
-    for p in prepared {
-        let outcome = process_one(target, &p, cfg, &generation, max_len, remote.as_deref_mut())?;
-        match outcome {
-            Outcome::Sample(sample, resp_len) => {
-                response_tokens += resp_len;
-                total_tokens += sample.len();
-                summary_new += 1;
-                let resp_text = tokenizer.decode(&sample.input_ids[sample.len() - resp_len..], true).unwrap_or_default();
-                let sharegpt = sharegpt_record(p.record, system, &resp_text);
-                buffer.push((sample, sharegpt));
+    let batches = prepared.len().div_ceil(cfg.batch_size);
+    for (b, chunk) in prepared.chunks(cfg.batch_size).enumerate() {
+        let batch_start = Instant::now();
+        let outcomes = process_batch(target, chunk, cfg, &generation, max_len, remote.as_deref_mut())?;
+        let (mut batch_new, mut batch_tokens) = (0usize, 0usize);
+        // Outcomes are consumed in dataset order, so shards split exactly as one-by-one.
+        for (p, outcome) in chunk.iter().zip(outcomes) {
+            match outcome {
+                Outcome::Sample(sample, resp_len) => {
+                    response_tokens += resp_len;
+                    total_tokens += sample.len();
+                    summary_new += 1;
+                    batch_new += resp_len;
+                    batch_tokens += sample.len();
+                    tracing::debug!(id = %p.record.id, tokens = sample.len(), response_tokens = resp_len, "sample done");
+                    let resp_text = tokenizer.decode(&sample.input_ids[sample.len() - resp_len..], true).unwrap_or_default();
+                    let sharegpt = sharegpt_record(p.record, system, &resp_text);
+                    buffer.push((sample, sharegpt));
+                }
+                Outcome::Skipped(reason) => {
+                    tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
+                    new_skipped += 1;
+                    pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason });
+                }
             }
-            Outcome::Skipped(reason) => {
-                tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
-                new_skipped += 1;
-                pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason });
+            bar.inc(1);
+            if buffer.len() >= cfg.shard_size {
+                flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
+                shards_written += 1;
             }
         }
-        bar.inc(1);
         let secs = start.elapsed().as_secs_f64().max(1e-9);
+        let batch_secs = batch_start.elapsed().as_secs_f64().max(1e-9);
         bar.set_message(format!("{:.1} tok/s, {:.1} new tok/s", total_tokens as f64 / secs, response_tokens as f64 / secs));
-        if buffer.len() >= cfg.shard_size {
-            flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
-            shards_written += 1;
-        }
+        tracing::info!(
+            batch = b + 1,
+            batches,
+            prompts = chunk.len(),
+            tokens = batch_tokens,
+            response_tokens = batch_new,
+            seconds = batch_secs,
+            new_tok_per_s = batch_new as f64 / batch_secs,
+            "batch done"
+        );
     }
     if !buffer.is_empty() {
         flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
@@ -497,21 +548,116 @@ fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String)>, ski
     eda_core::io::write_json(&out_dir.join(MANIFEST_FILE), manifest)
 }
 
-fn process_one(
+/// A prompt ready for generation (after overflow handling).
+struct Ready {
+    prompt: Vec<TokenId>,
+    /// Positions left for the response.
+    room: usize,
+}
+
+/// Handles one chunk of prompts: overflow rules, responses (one batched local generation, or
+/// the server / reference answers one by one), then one batched teacher-forced pass. Outcomes
+/// come back in chunk order and equal processing each prompt alone.
+fn process_batch(
     target: &mut dyn TargetModel,
-    p: &Pending,
+    chunk: &[Pending],
     cfg: &RegenConfig,
     generation: &GenerationConfig,
     max_len: usize,
-    remote: Option<&mut OpenAiRegenerator>,
-) -> Result<Outcome> {
+    mut remote: Option<&mut OpenAiRegenerator>,
+) -> Result<Vec<Outcome>> {
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(chunk.len());
+    let mut ready: Vec<Option<Ready>> = Vec::with_capacity(chunk.len());
+    for p in chunk {
+        match prepare_prompt(p, cfg, max_len) {
+            Ok(r) => {
+                ready.push(Some(r));
+                outcomes.push(None);
+            }
+            Err(reason) => {
+                ready.push(None);
+                outcomes.push(Some(Outcome::Skipped(reason)));
+            }
+        }
+    }
+    let gen_cfg = |p: &Pending, r: &Ready| GenerationConfig { max_new_tokens: generation.max_new_tokens.min(r.room), seed: prompt_seed(generation.seed, &p.record.id), ..generation.clone() };
+    let mut responses: Vec<Option<Vec<TokenId>>> = vec![None; chunk.len()];
+    match (cfg.mode, remote.as_deref_mut()) {
+        (RegenMode::Original, _) => {
+            for (i, p) in chunk.iter().enumerate() {
+                if ready[i].is_some() {
+                    match &p.reference_ids {
+                        Some(r) => responses[i] = Some(r.clone()),
+                        None => outcomes[i] = Some(Outcome::Skipped("no reference response (original mode)".into())),
+                    }
+                }
+            }
+        }
+        (RegenMode::Regenerated, Some(server)) => {
+            for (i, p) in chunk.iter().enumerate() {
+                if let Some(r) = &ready[i] {
+                    responses[i] = Some(server.regenerate(&r.prompt, &gen_cfg(p, r))?);
+                }
+            }
+        }
+        (RegenMode::Regenerated, None) => {
+            let idx: Vec<usize> = (0..chunk.len()).filter(|&i| ready[i].is_some()).collect();
+            if !idx.is_empty() {
+                let prompts: Vec<Vec<TokenId>> = idx.iter().filter_map(|&i| ready[i].as_ref().map(|r| r.prompt.clone())).collect();
+                let cfgs: Vec<GenerationConfig> = idx.iter().filter_map(|&i| ready[i].as_ref().map(|r| gen_cfg(&chunk[i], r))).collect();
+                let outs = target.generate_batch(&prompts, &cfgs)?;
+                if outs.len() != idx.len() {
+                    return Err(EdaError::mismatch("generations (one per prompt)", idx.len(), outs.len()));
+                }
+                for (&i, out) in idx.iter().zip(outs) {
+                    responses[i] = Some(out.tokens);
+                }
+            }
+        }
+    }
+    // Join prompt and response; everything that survives goes through one feature pass.
+    let mut items = Vec::new();
+    let mut item_of = vec![None; chunk.len()];
+    for (i, p) in chunk.iter().enumerate() {
+        let (Some(r), Some(mut response)) = (ready[i].take(), responses[i].take()) else { continue };
+        if response.is_empty() {
+            outcomes[i] = Some(Outcome::Skipped("empty response".into()));
+            continue;
+        }
+        if response.len() > r.room {
+            match cfg.overflow {
+                OverflowPolicy::Skip => {
+                    outcomes[i] = Some(Outcome::Skipped(format!("prompt + response = {} tokens, maximum sequence length is {max_len}", r.prompt.len() + response.len())));
+                    continue;
+                }
+                OverflowPolicy::Truncate => response.truncate(r.room),
+            }
+        }
+        let (ids, mask) = join_with_mask(&r.prompt, &response, cfg.start_one_early);
+        item_of[i] = Some((items.len(), response.len()));
+        items.push((p.record.id.clone(), ids, mask));
+    }
+    let mut samples: Vec<Option<FeatureSample>> = if items.is_empty() { vec![] } else { extract_features_batch(target, items)?.into_iter().map(Some).collect() };
+    outcomes
+        .into_iter()
+        .zip(item_of)
+        .map(|(o, item)| match (o, item) {
+            (Some(o), _) => Ok(o),
+            (None, Some((k, resp_len))) => samples[k].take().map(|s| Outcome::Sample(s, resp_len)).ok_or_else(|| EdaError::InvalidArgument("missing feature sample".into())),
+            (None, None) => Err(EdaError::InvalidArgument("prompt left without an outcome".into())),
+        })
+        .collect()
+}
+
+/// The prompt after the overflow rules, or why it is skipped.
+fn prepare_prompt(p: &Pending, cfg: &RegenConfig, max_len: usize) -> std::result::Result<Ready, String> {
     let mut prompt = p.prompt_ids.clone();
     if prompt.is_empty() {
-        return Ok(Outcome::Skipped("the prompt encodes to no tokens".into()));
+        return Err("the prompt encodes to no tokens".into());
     }
     if prompt.len() >= max_len {
         match cfg.overflow {
-            OverflowPolicy::Skip => return Ok(Outcome::Skipped(format!("prompt has {} tokens, maximum sequence length is {max_len}", prompt.len()))),
+            OverflowPolicy::Skip => return Err(format!("prompt has {} tokens, maximum sequence length is {max_len}", prompt.len())),
             OverflowPolicy::Truncate => {
                 tracing::warn!(id = %p.record.id, len = prompt.len(), max_len, "truncating prompt from the left");
                 prompt.drain(..prompt.len() - (max_len - 1));
@@ -519,32 +665,5 @@ fn process_one(
         }
     }
     let room = max_len - prompt.len();
-    let mut response = match cfg.mode {
-        RegenMode::Original => match &p.reference_ids {
-            Some(r) => r.clone(),
-            None => return Ok(Outcome::Skipped("no reference response (original mode)".into())),
-        },
-        RegenMode::Regenerated => {
-            let gen = GenerationConfig { max_new_tokens: generation.max_new_tokens.min(room), seed: prompt_seed(generation.seed, &p.record.id), ..generation.clone() };
-            match remote {
-                Some(r) => r.regenerate(&prompt, &gen)?,
-                None => LocalRegenerator::new(target).regenerate(&prompt, &gen)?,
-            }
-        }
-    };
-    if response.is_empty() {
-        return Ok(Outcome::Skipped("empty response".into()));
-    }
-    if response.len() > room {
-        match cfg.overflow {
-            OverflowPolicy::Skip => {
-                return Ok(Outcome::Skipped(format!("prompt + response = {} tokens, maximum sequence length is {max_len}", prompt.len() + response.len())))
-            }
-            OverflowPolicy::Truncate => response.truncate(room),
-        }
-    }
-    let resp_len = response.len();
-    let (ids, mask) = join_with_mask(&prompt, &response, cfg.start_one_early);
-    let sample = extract_features(target, &p.record.id, ids, mask)?;
-    Ok(Outcome::Sample(sample, resp_len))
+    Ok(Ready { prompt, room })
 }

@@ -97,6 +97,11 @@ pub struct Args {
     /// Samples per shard file.
     #[arg(long, default_value_t = 256)]
     pub shard_size: usize,
+    /// Prompts generated together (per-sequence KV caches) and then featurised by one batched
+    /// teacher-forced pass. Larger batches raise throughput at the cost of memory; the output
+    /// does not depend on it, so a resumed run may use another value.
+    #[arg(long, default_value_t = eda_regen::DEFAULT_BATCH_SIZE, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=eda_models::MAX_BATCH_SIZE as u64))]
+    pub batch_size: usize,
     /// Only process the first N prompts of the file.
     #[arg(long)]
     pub limit: Option<usize>,
@@ -162,6 +167,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
             Overflow::Truncate => OverflowPolicy::Truncate,
         },
         shard_size: args.shard_size,
+        batch_size: args.batch_size,
         limit: args.limit,
         dtype: match args.dtype {
             Dtype::F32 => FeatureDType::F32,

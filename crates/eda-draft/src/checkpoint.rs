@@ -13,8 +13,15 @@
 //! | `layers.0.block_sparse_moe.{shared,private}_experts.{i}.{gate,up}_proj.weight` | `[I or P, H]` |
 //! | `layers.0.block_sparse_moe.{shared,private}_experts.{i}.down_proj.weight` | `[H, I or P]` |
 //!
+//! | `d2t` (only with a reduced draft vocabulary) | `[K]`, I64: target token id of each draft logit column |
+//!
+//! `d2t` holds absolute target ids (EAGLE-3's buffer of the same name stores `id - index`
+//! offsets instead); `config.json` records `draft_vocab_size: K`. Loading checks that the
+//! mapping has `K` entries, each below the target vocabulary and none twice.
+//!
 //! The EAGLE layout (SafeAILab/EAGLE `cnets1.py` `Model`) replaces the `block_sparse_moe` keys by
-//! `layers.0.mlp.{gate,up,down}_proj.weight` and also stores `embed_tokens.weight`.
+//! `layers.0.mlp.{gate,up,down}_proj.weight` and also stores `embed_tokens.weight`; it has no
+//! reduced vocabulary, so `d2t` is not exported there.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -31,7 +38,7 @@ use eda_models::layers::{linear_from_hf, linear_to_hf, Attention, Mlp, RmsNorm, 
 
 use crate::config::EdaDraftConfig;
 use crate::init;
-use crate::model::{check_matrix, EdaDraft, FreezePlan};
+use crate::model::{check_matrix, check_vocab_map, EdaDraft, FreezePlan};
 use crate::moe::{ExpertGroup, SpMoe};
 
 /// Name of the configuration file in a checkpoint directory.
@@ -41,17 +48,25 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 
 const MOE: &str = "layers.0.block_sparse_moe";
 
-/// A named host tensor (`[out, in]` layout) ready to be written.
+/// Key of the reduced-vocabulary mapping in `model.safetensors`.
+pub const D2T_KEY: &str = "d2t";
+
+/// A named host tensor (`[out, in]` layout for weights) ready to be written.
 struct HostTensor {
     name: String,
     shape: Vec<usize>,
-    data: Vec<f32>,
+    dtype: Dtype,
+    bytes: Vec<u8>,
 }
 
 fn host<const D: usize>(name: impl Into<String>, t: Tensor<D>) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
     let data = eda_core::backend::to_vec_f32(t)?;
-    Ok(HostTensor { name: name.into(), shape, data })
+    Ok(HostTensor { name: name.into(), shape, dtype: Dtype::F32, bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect() })
+}
+
+fn host_ids(name: &str, ids: &[eda_core::TokenId]) -> HostTensor {
+    HostTensor { name: name.into(), shape: vec![ids.len()], dtype: Dtype::I64, bytes: ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect() }
 }
 
 fn host_linear(prefix: &str, l: &Linear, out: &mut Vec<HostTensor>) -> Result<()> {
@@ -78,10 +93,9 @@ fn host_mlp(prefix: &str, e: &Mlp, out: &mut Vec<HostTensor>) -> Result<()> {
 }
 
 fn write_safetensors(path: &Path, tensors: &[HostTensor]) -> Result<()> {
-    let bytes: Vec<Vec<u8>> = tensors.iter().map(|t| t.data.iter().flat_map(|v| v.to_le_bytes()).collect()).collect();
     let mut views = Vec::with_capacity(tensors.len());
-    for (t, b) in tensors.iter().zip(&bytes) {
-        let view = TensorView::new(Dtype::F32, t.shape.clone(), b)
+    for t in tensors {
+        let view = TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
             .map_err(|e| EdaError::Safetensors { path: path.to_path_buf(), message: format!("tensor `{}`: {e}", t.name) })?;
         views.push((t.name.clone(), view));
     }
@@ -123,6 +137,37 @@ impl Store {
             other => return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{other:?}") }),
         };
         Ok(Tensor::from_data(TensorData::new(data, expected), device))
+    }
+
+    /// The reduced-vocabulary mapping `d2t` (`[k]`, I64 or I32), checked against
+    /// `vocab_size`; errors name this file.
+    fn vocab_map(&self, k: usize, vocab_size: usize) -> Result<Vec<eda_core::TokenId>> {
+        let st = SafeTensors::deserialize(&self.bytes)
+            .map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
+        let view = st.tensor(D2T_KEY).map_err(|_| EdaError::MissingTensor { name: D2T_KEY.into(), file: self.path.clone() })?;
+        if view.shape() != [k] {
+            return Err(EdaError::ShapeMismatch {
+                name: format!("{D2T_KEY} in {} (draft_vocab_size {k})", self.path.display()),
+                expected: vec![k],
+                actual: view.shape().to_vec(),
+            });
+        }
+        let raw = view.data();
+        let ids: Vec<i64> = match view.dtype() {
+            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
+            Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
+            other => return Err(EdaError::UnsupportedDType { name: format!("{D2T_KEY} in {} (needs I64 or I32)", self.path.display()), dtype: format!("{other:?}") }),
+        };
+        let malformed = |record: usize, message: String| EdaError::MalformedData { path: self.path.clone(), record, message };
+        let mut out = Vec::with_capacity(k);
+        for (i, &t) in ids.iter().enumerate() {
+            if t < 0 || t as u64 >= vocab_size as u64 {
+                return Err(malformed(i, format!("`{D2T_KEY}`: draft token {i} maps to target id {t}, outside the target vocabulary of {vocab_size}")));
+            }
+            out.push(t as eda_core::TokenId);
+        }
+        check_vocab_map(&out, vocab_size).map_err(|(i, m)| malformed(i, format!("`{D2T_KEY}`: {m}")))?;
+        Ok(out)
     }
 
     fn linear(&self, prefix: &str, d_in: usize, d_out: usize, bias: bool, device: &Device) -> Result<Linear> {
@@ -286,6 +331,7 @@ impl EdaDraft {
         Ok(EdaDraft {
             embedding: burn::module::Param::from_tensor(embedding.to_device(device).detach()).set_require_grad(false),
             lm_head: burn::module::Param::from_tensor(lm_head.to_device(device).detach()).set_require_grad(false),
+            draft_head: None,
             fc: tiny(1, 1),
             self_attn: Attention {
                 q_proj: tiny(1, 1),
@@ -301,16 +347,21 @@ impl EdaDraft {
             rope: RotaryEmbedding::new(cfg.head_dim, cfg.rope_theta, cfg.max_position_embeddings, device),
             config: cfg.clone(),
             frozen: FreezePlan::NONE,
+            draft_vocab: None,
         })
     }
 
-    /// The tensors of the EDA layout (spec §2.6), without embedding and LM head.
+    /// The tensors of the EDA layout (spec §2.6), without embedding and LM head, plus `d2t` for
+    /// a reduced vocabulary.
     fn eda_tensors(&self) -> Result<Vec<HostTensor>> {
         let mut out = Vec::new();
         self.common_tensors(&mut out)?;
         host_group("shared_experts", "shared_gate", &self.moe.shared, &mut out)?;
         if let Some(p) = &self.moe.private {
             host_group("private_experts", "private_gate", p, &mut out)?;
+        }
+        if let Some(ids) = self.draft_vocab() {
+            out.push(host_ids(D2T_KEY, ids));
         }
         Ok(out)
     }
@@ -327,8 +378,8 @@ impl EdaDraft {
 
     /// Writes `dir/config.json` (the [`EdaDraftConfig`] plus reference metadata
     /// `architectures: ["SPMoEModel"]`, `num_hidden_layers: 1`, `hidden_act: "silu"`) and
-    /// `dir/model.safetensors` (f32, EDA layout, no embedding / LM head), each atomically.
-    /// Freezing is not saved.
+    /// `dir/model.safetensors` (f32, EDA layout, no embedding / LM head; plus the I64 `d2t`
+    /// mapping of a reduced vocabulary), each atomically. Freezing is not saved.
     pub fn save(&self, dir: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| EdaError::io(dir, e))?;
         write_safetensors(&dir.join(WEIGHTS_FILE), &self.eda_tensors()?)?;
@@ -345,16 +396,21 @@ impl EdaDraft {
     }
 
     /// Loads a draft written by [`save`](Self::save) around the given frozen `embedding` and
-    /// `lm_head` (`[vocab, hidden]`). Extra tensors (for example `embed_tokens.weight`) are
-    /// ignored. All loaded parameters are trainable.
+    /// `lm_head` (`[vocab, hidden]`, the full target vocabulary even for a reduced-vocabulary
+    /// draft). Extra tensors (for example `embed_tokens.weight`) are ignored. All loaded
+    /// parameters are trainable. A config with `draft_vocab_size: K` restores the reduced
+    /// vocabulary from the `d2t` tensor.
     ///
     /// Errors: [`EdaError::Io`] (missing file), [`EdaError::Json`] (corrupt config),
     /// [`EdaError::InvalidConfig`], [`EdaError::Safetensors`] (corrupt weights),
-    /// [`EdaError::MissingTensor`], [`EdaError::ShapeMismatch`], [`EdaError::UnsupportedDType`],
-    /// [`EdaError::Mismatch`] (embedding / LM head vs config).
+    /// [`EdaError::MissingTensor`], [`EdaError::ShapeMismatch`] (also `d2t` of the wrong
+    /// length), [`EdaError::UnsupportedDType`], [`EdaError::Mismatch`] (embedding / LM head vs
+    /// config), [`EdaError::MalformedData`] naming `model.safetensors` and the entry for a `d2t`
+    /// id outside the target vocabulary or listed twice.
     pub fn load(dir: &Path, embedding: Tensor<2>, lm_head: Tensor<2>, device: &Device) -> Result<Self> {
-        let cfg: EdaDraftConfig = read_json(&dir.join(CONFIG_FILE))?;
+        let mut cfg: EdaDraftConfig = read_json(&dir.join(CONFIG_FILE))?;
         cfg.validate()?;
+        let draft_vocab_size = cfg.draft_vocab_size.take();
         check_matrix("embedding", &embedding, &cfg)?;
         check_matrix("LM head", &lm_head, &cfg)?;
         let store = Store::open(dir.join(WEIGHTS_FILE))?;
@@ -384,7 +440,15 @@ impl EdaDraft {
         } else {
             None
         };
-        Self::assemble(&cfg, embedding, lm_head, fc, attn, norm, SpMoe { shared, private }, device)
+        let vocab_map = match draft_vocab_size {
+            Some(k) => Some(store.vocab_map(k, cfg.vocab_size)?),
+            None => None,
+        };
+        let draft = Self::assemble(&cfg, embedding, lm_head, fc, attn, norm, SpMoe { shared, private }, device)?;
+        match vocab_map {
+            Some(ids) => draft.with_draft_vocab(ids),
+            None => Ok(draft),
+        }
     }
 
     /// Folds a 1 shared + 1 private (top-1) draft into a plain EAGLE-1 draft whose single MLP
@@ -459,7 +523,8 @@ impl EdaDraft {
     /// SafeAILab/EAGLE-1 layout: `config.json` ([`EagleConfig`], LlamaForCausalLM-style,
     /// `bias: true`) and `model.safetensors` with `embed_tokens.weight`, `fc.{weight,bias}`,
     /// `layers.0.self_attn.{q,k,v,o}_proj.weight`, `layers.0.post_attention_layernorm.weight`,
-    /// `layers.0.mlp.{gate,up,down}_proj.weight` (f32).
+    /// `layers.0.mlp.{gate,up,down}_proj.weight` (f32). EAGLE-1 drafts predict over the full
+    /// vocabulary, so a reduced-vocabulary mapping is not exported (the weights are the same).
     pub fn save_eagle(&self, dir: &Path) -> Result<()> {
         let folded = self.fold_to_eagle()?;
         let mut out = vec![host("embed_tokens.weight", folded.embedding.val())?];
@@ -516,6 +581,7 @@ impl EdaDraft {
             num_private_experts: usize::from(private_intermediate_size > 0),
             top_k_shared: 1,
             top_k_private: usize::from(private_intermediate_size > 0),
+            draft_vocab_size: None,
         };
         cfg.validate()?;
         check_matrix("embedding", &embedding, &cfg)?;

@@ -52,6 +52,12 @@ pub struct EdaDraftConfig {
     pub top_k_shared: usize,
     /// Experts chosen per token in the private group, `1..=N_p` (0 when `N_p = 0`).
     pub top_k_private: usize,
+    /// Size `K` of a reduced draft vocabulary (EAGLE-3 style): the LM head then covers only `K`
+    /// target tokens, listed in the checkpoint's `d2t` mapping (see
+    /// [`EdaDraft::with_draft_vocab`](crate::EdaDraft::with_draft_vocab)). `None` (absent from
+    /// the JSON): the full target vocabulary. The embedding always covers the full vocabulary.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft_vocab_size: Option<usize>,
 }
 
 /// Lenient on-disk form of [`EdaDraftConfig`] (optional fields get the reference defaults).
@@ -71,6 +77,7 @@ struct RawEdaDraftConfig {
     num_private_experts: Option<usize>,
     top_k_shared: Option<usize>,
     top_k_private: Option<usize>,
+    draft_vocab_size: Option<usize>,
 }
 
 impl From<RawEdaDraftConfig> for EdaDraftConfig {
@@ -91,6 +98,7 @@ impl From<RawEdaDraftConfig> for EdaDraftConfig {
             num_private_experts,
             top_k_shared: r.top_k_shared.unwrap_or(1),
             top_k_private: r.top_k_private.unwrap_or(if num_private_experts == 0 { 0 } else { 1 }),
+            draft_vocab_size: r.draft_vocab_size,
         }
     }
 }
@@ -130,6 +138,7 @@ impl EdaDraftConfig {
             num_private_experts: 1,
             top_k_shared: 1,
             top_k_private: 1,
+            draft_vocab_size: None,
         }
     }
 
@@ -151,6 +160,7 @@ impl EdaDraftConfig {
             num_private_experts: 1,
             top_k_shared: 1,
             top_k_private: 1,
+            draft_vocab_size: None,
         }
     }
 
@@ -223,6 +233,11 @@ impl EdaDraftConfig {
                 ));
             }
         }
+        if let Some(k) = self.draft_vocab_size {
+            if k == 0 || k > self.vocab_size {
+                return bad(format!("draft `draft_vocab_size` ({k}) must be in 1..={}", self.vocab_size));
+            }
+        }
         if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0) {
             return bad(format!("draft `rms_norm_eps` must be positive, got {}", self.rms_norm_eps));
         }
@@ -248,6 +263,12 @@ impl EdaDraftConfig {
     /// plain EAGLE MLP.
     pub fn is_foldable(&self) -> bool {
         self.num_shared_experts == 1 && self.num_private_experts == 1 && self.top_k_shared == 1 && self.top_k_private == 1
+    }
+
+    /// Number of logit columns: `draft_vocab_size` when the vocabulary is reduced, else
+    /// `vocab_size`.
+    pub fn head_size(&self) -> usize {
+        self.draft_vocab_size.unwrap_or(self.vocab_size)
     }
 
     /// Whether this is a plain EAGLE-1 draft (one shared expert, no private group).

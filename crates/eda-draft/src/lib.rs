@@ -6,7 +6,10 @@
 //! - [`EdaDraftConfig`]: the draft's shape.
 //! - [`EdaDraft`]: the module (training forward, freezing, re-initialisation, parameter counts,
 //!   checkpoints in the EDA layout and export/import of the plain EAGLE layout).
-//! - [`DraftSession`]: an [`EdaDraft`] with a KV cache implementing [`eda_core::DraftModel`].
+//! - [`DraftSession`]: an [`EdaDraft`] with a KV cache implementing [`eda_core::DraftModel`],
+//!   decoding through the [`fast`] path (contiguous weights, materialised LM head, sparse experts).
+//! - Reduced draft vocabulary (EAGLE-3 style): [`EdaDraft::with_draft_vocab`], saved as `d2t`
+//!   with the checkpoint.
 //! - [`moe`]: routing and the load-balancing loss.
 
 #![warn(missing_docs)]
@@ -15,6 +18,8 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod fast;
+mod gemv;
 mod init;
 pub mod model;
 pub mod moe;

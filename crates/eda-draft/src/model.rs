@@ -1,10 +1,12 @@
 //! [`EdaDraft`]: the EAGLE-1 style draft layer with an SP-MoE FFN.
 
+use std::sync::Arc;
+
 use burn::module::{Module, Param};
 use burn::nn::Linear;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use eda_core::{EdaError, Result};
+use eda_core::{EdaError, Result, TokenId};
 use eda_models::layers::{Attention, RmsNorm, RotaryEmbedding};
 
 use crate::config::EdaDraftConfig;
@@ -125,6 +127,12 @@ impl ParamCounts {
 /// The embedding and LM head are frozen copies of the target's (`[vocab, hidden]`) and are not
 /// saved with the draft.
 ///
+/// With a reduced draft vocabulary ([`with_draft_vocab`](Self::with_draft_vocab), EAGLE-3
+/// style) the logits cover only `K` target tokens: the head is the `K` rows of the target's LM
+/// head named by the `d2t` mapping (saved with the checkpoint), which makes both the drafting
+/// step and the training loss cheaper. The embedding stays full-vocabulary because the draft
+/// reads target tokens.
+///
 /// ```
 /// use burn::tensor::{Int, Tensor, TensorData};
 /// use eda_draft::{EdaDraft, EdaDraftConfig};
@@ -142,6 +150,9 @@ pub struct EdaDraft {
     pub(crate) embedding: Param<Tensor<2>>,
     /// Frozen LM head `[vocab, hidden]`.
     pub(crate) lm_head: Param<Tensor<2>>,
+    /// Frozen rows `d2t` of `lm_head`, `[K, hidden]`, for a reduced draft vocabulary
+    /// (materialised once so that neither training nor decoding gathers them per step).
+    pub(crate) draft_head: Option<Param<Tensor<2>>>,
     /// Input projection `2·hidden -> hidden` with bias.
     pub(crate) fc: Linear,
     /// Self-attention (no q/k/v bias).
@@ -158,6 +169,9 @@ pub struct EdaDraft {
     /// Current freezing.
     #[module(skip)]
     pub(crate) frozen: FreezePlan,
+    /// Reduced vocabulary: target token id of each draft logit column (`d2t`).
+    #[module(skip)]
+    pub(crate) draft_vocab: Option<Arc<[TokenId]>>,
 }
 
 fn frozen_param(t: Tensor<2>, device: &Device) -> Param<Tensor<2>> {
@@ -175,6 +189,28 @@ pub(crate) fn check_matrix(what: &str, t: &Tensor<2>, cfg: &EdaDraftConfig) -> R
     Ok(())
 }
 
+/// Checks a draft-vocabulary mapping: non-empty, every id below `vocab_size`, no id twice.
+/// Returns the index of the first offending entry and what is wrong.
+pub(crate) fn check_vocab_map(ids: &[TokenId], vocab_size: usize) -> std::result::Result<(), (usize, String)> {
+    if ids.is_empty() {
+        return Err((0, "the draft vocabulary mapping is empty".into()));
+    }
+    if ids.len() > vocab_size {
+        return Err((vocab_size, format!("the draft vocabulary mapping has {} ids for a target vocabulary of {vocab_size}", ids.len())));
+    }
+    let mut seen = vec![false; vocab_size];
+    for (i, &t) in ids.iter().enumerate() {
+        let Some(slot) = seen.get_mut(t as usize) else {
+            return Err((i, format!("draft token {i} maps to target id {t}, outside the target vocabulary of {vocab_size}")));
+        };
+        if *slot {
+            return Err((i, format!("draft token {i} maps to target id {t}, which an earlier draft token already maps to (ids must be unique)")));
+        }
+        *slot = true;
+    }
+    Ok(())
+}
+
 impl EdaDraft {
     /// A freshly initialised draft (PyTorch default init, seed 0) around the target's
     /// `embedding` and `lm_head` (`[vocab, hidden]` each, frozen).
@@ -186,8 +222,17 @@ impl EdaDraft {
     }
 
     /// Like [`new`](Self::new) with an explicit seed (deterministic on every backend).
+    ///
+    /// A config with `draft_vocab_size` set is rejected ([`EdaError::InvalidConfig`]): build the
+    /// full-vocabulary draft and call [`with_draft_vocab`](Self::with_draft_vocab) with the
+    /// mapping.
     pub fn new_seeded(cfg: &EdaDraftConfig, embedding: Tensor<2>, lm_head: Tensor<2>, device: &Device, seed: u64) -> Result<Self> {
         cfg.validate()?;
+        if let Some(k) = cfg.draft_vocab_size {
+            return Err(EdaError::InvalidConfig(format!(
+                "`draft_vocab_size: {k}` needs its token mapping: build the draft without it and call `with_draft_vocab(ids)`"
+            )));
+        }
         check_matrix("embedding", &embedding, cfg)?;
         check_matrix("LM head", &lm_head, cfg)?;
         let h = cfg.hidden_size;
@@ -215,6 +260,7 @@ impl EdaDraft {
         Ok(EdaDraft {
             embedding: frozen_param(embedding, device),
             lm_head: frozen_param(lm_head, device),
+            draft_head: None,
             fc,
             self_attn,
             post_attention_layernorm: RmsNorm::new(h, cfg.rms_norm_eps, device),
@@ -222,7 +268,52 @@ impl EdaDraft {
             rope: RotaryEmbedding::new(hd, cfg.rope_theta, cfg.max_position_embeddings, device),
             config: cfg.clone(),
             frozen: FreezePlan::NONE,
+            draft_vocab: None,
         })
+    }
+
+    /// Restricts the draft's LM head to the target tokens `ids` (EAGLE-3's reduced draft
+    /// vocabulary, `d2t`: draft logit column `j` is target token `ids[j]`), replacing any earlier
+    /// restriction. Sets `config.draft_vocab_size = Some(ids.len())`. Typically `ids` are the
+    /// most frequent target tokens of the training data plus the stop tokens
+    /// (`eda_train::vocab::top_k_tokens`); the order is free, ascending is conventional.
+    ///
+    /// Errors: [`EdaError::InvalidArgument`] for an empty mapping, an id outside the target
+    /// vocabulary or an id listed twice.
+    ///
+    /// ```
+    /// use burn::tensor::{Distribution, Tensor};
+    /// use eda_draft::{EdaDraft, EdaDraftConfig};
+    /// let d = eda_core::backend::device_from_name("cpu").unwrap();
+    /// let emb = Tensor::<2>::random([32, 16], Distribution::Normal(0.0, 1.0), &d);
+    /// let draft = EdaDraft::new(&EdaDraftConfig::tiny(32, 16), emb.clone(), emb, &d).unwrap()
+    ///     .with_draft_vocab(vec![0, 2, 5, 31]).unwrap();
+    /// assert_eq!(draft.config().draft_vocab_size, Some(4));
+    /// assert_eq!(draft.logits(Tensor::<2>::zeros([3, 16], &d)).dims(), [3, 4]);
+    /// assert_eq!(draft.target_logits(Tensor::<2>::zeros([3, 16], &d)).dims(), [3, 32]);
+    /// assert!(draft.clone().with_draft_vocab(vec![1, 1]).is_err());
+    /// ```
+    pub fn with_draft_vocab(mut self, ids: Vec<TokenId>) -> Result<Self> {
+        check_vocab_map(&ids, self.config.vocab_size).map_err(|(_, m)| EdaError::InvalidArgument(m))?;
+        let k = ids.len();
+        let device = self.lm_head.val().device();
+        let idx = Tensor::<1, Int>::from_data(TensorData::new(ids.iter().map(|&t| t as i64).collect::<Vec<_>>(), [k]), &device);
+        self.draft_head = Some(frozen_param(self.lm_head.val().select(0, idx), &device));
+        self.config.draft_vocab_size = Some(k);
+        self.draft_vocab = Some(ids.into());
+        Ok(self)
+    }
+
+    /// The reduced draft vocabulary (`d2t`: target token id of each logit column), `None` for a
+    /// full-vocabulary draft.
+    pub fn draft_vocab(&self) -> Option<&[TokenId]> {
+        self.draft_vocab.as_deref()
+    }
+
+    /// The reduced draft vocabulary as a shared slice (what [`DraftSession`](crate::DraftSession)
+    /// puts into [`eda_core::DraftOutput::token_ids`]).
+    pub fn draft_vocab_arc(&self) -> Option<Arc<[TokenId]>> {
+        self.draft_vocab.clone()
     }
 
     fn init_private(cfg: &EdaDraftConfig, seed: u64, device: &Device) -> Option<ExpertGroup> {
@@ -350,27 +441,26 @@ impl EdaDraft {
         u + attn
     }
 
-    /// One decoder-layer pass on `[B, T, H]` inputs with optional cache and mask (inference).
-    pub(crate) fn layer_forward(
-        &self,
-        tokens: Tensor<2, Int>,
-        features: Tensor<3>,
-        positions: &[usize],
-        cache: Option<&mut eda_models::layers::KvCache>,
-        mask_bias: Option<Tensor<2>>,
-    ) -> Tensor<3> {
-        let [b, t] = tokens.dims();
-        let a = self.pre_ffn(tokens, features, positions, cache, mask_bias);
-        let h = self.config.hidden_size;
-        let flat = a.clone().reshape([b * t, h]);
-        let moe = self.moe.forward(self.post_attention_layernorm.forward(flat));
-        a + moe.output.reshape([b, t, h])
+    /// Draft logits of features: `[..., hidden] -> [..., K]` through the frozen LM head rows of
+    /// the draft vocabulary (`K = vocab` without a reduced vocabulary; column `j` is then token
+    /// `j`, else token [`draft_vocab`](Self::draft_vocab)`[j]`). The features are
+    /// post-final-norm (as in EAGLE-1 and HF `hidden_states[-1]`), so no norm is applied.
+    ///
+    /// This multiplies by a transposed view of the head, which is fine for training batches; the
+    /// one-token decoding path of [`DraftSession`](crate::DraftSession) uses a materialised
+    /// `[hidden, K]` head instead.
+    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        let head = match &self.draft_head {
+            Some(h) => h.val(),
+            None => self.lm_head.val(),
+        };
+        burn::tensor::module::linear(hidden, head.transpose(), None)
     }
 
-    /// Logits of features through the frozen LM head: `[..., hidden] -> [..., vocab]`. The
-    /// features are post-final-norm (as in EAGLE-1 and HF `hidden_states[-1]`), so no norm is
-    /// applied.
-    pub fn logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+    /// Logits over the whole target vocabulary through the frozen LM head, `[..., hidden] ->
+    /// [..., vocab]` (equal to [`logits`](Self::logits) without a reduced vocabulary). Training
+    /// uses it for the target's distribution.
+    pub fn target_logits<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
         burn::tensor::module::linear(hidden, self.lm_head.val().transpose(), None)
     }
 
@@ -411,11 +501,15 @@ impl EdaDraft {
     }
 
     /// Uses `lm_head` (`[vocab, hidden]`, frozen) from now on, e.g. the fine-tuned target's head
-    /// in stage 2.
+    /// in stage 2 (a reduced draft vocabulary keeps its mapping and takes the new rows).
     pub fn replace_lm_head(mut self, lm_head: Tensor<2>) -> Result<Self> {
         check_matrix("LM head", &lm_head, &self.config)?;
         let device = self.device();
         self.lm_head = frozen_param(lm_head, &device);
+        if let Some(ids) = self.draft_vocab.take() {
+            // Re-derive the reduced head from the new rows.
+            self = self.with_draft_vocab(ids.to_vec())?;
+        }
         Ok(self)
     }
 

@@ -1,16 +1,22 @@
 //! [`DraftSession`]: an [`EdaDraft`] with its own KV cache, implementing [`DraftModel`].
 
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use eda_core::{AttentionMask, DraftInfo, DraftModel, DraftOutput, EdaError, Result, TokenId};
 use eda_models::layers::KvCache;
 
+use crate::fast::FastDraft;
 use crate::EdaDraft;
 
 /// An [`EdaDraft`] plus a KV cache, for speculative decoding (spec §6.2).
 ///
 /// Cache position `t` holds the pair (target feature `h_t`, token `x_{t+1}`); the output at that
 /// position predicts `h_{t+1}` and hence `x_{t+2}`.
+///
+/// Decoding runs the [`FastDraft`] path built once in [`new`](Self::new): contiguous fused
+/// weights and a materialised `[hidden, K]` LM head on the non-autodiff device, experts evaluated
+/// only where routed. A reduced-vocabulary draft returns `[n, K]` logits with
+/// [`DraftOutput::token_ids`] set to its `d2t` mapping.
 ///
 /// ```
 /// use burn::tensor::Tensor;
@@ -27,21 +33,28 @@ use crate::EdaDraft;
 #[derive(Debug, Clone)]
 pub struct DraftSession {
     model: EdaDraft,
+    fast: FastDraft,
     cache: KvCache,
 }
 
 impl DraftSession {
-    /// A session with an empty cache.
-    ///
-    /// For decoding, pass a model on a plain (non-autodiff) device, e.g. `model.valid()` of a
-    /// model trained on an autodiff device; otherwise every call records a graph.
+    /// A session with an empty cache. Materialises the decoding weights ([`FastDraft::new`]):
+    /// a one-off copy of the draft's parameters and LM head rows (≈ `hidden × K` floats for the
+    /// head), on the non-autodiff version of the model's device, so a model still on an autodiff
+    /// device records no graph either.
     pub fn new(model: EdaDraft) -> Self {
-        DraftSession { model, cache: KvCache::new() }
+        let fast = FastDraft::new(&model);
+        DraftSession { model, fast, cache: KvCache::new() }
     }
 
     /// The wrapped draft.
     pub fn model(&self) -> &EdaDraft {
         &self.model
+    }
+
+    /// The decoding path (for profiling its stages).
+    pub fn fast(&self) -> &FastDraft {
+        &self.fast
     }
 
     /// Gives the draft back (the cache is dropped).
@@ -120,16 +133,17 @@ impl DraftModel for DraftSession {
         mask: &AttentionMask,
     ) -> Result<DraftOutput> {
         self.check(tokens, &features, positions, mask)?;
-        let features = features.expect("checked above");
+        let Some(features) = features else {
+            return Err(EdaError::InvalidArgument("the EDA draft needs target features".into()));
+        };
         let n = tokens.len();
-        let h = self.model.config().hidden_size;
-        let device = self.model.device();
-        let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &device);
-        let bias = Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, mask.total()]), &device);
-        let features = features.to_device(&device).reshape([1, n, h]);
-        let hidden = self.model.layer_forward(ids, features, positions, Some(&mut self.cache), Some(bias)).reshape([n, h]);
-        let logits = self.model.logits(hidden.clone());
-        Ok(DraftOutput { logits, hidden })
+        // A causal mask needs no bias tensor (none at all for one token).
+        let bias = (!mask.is_causal()).then(|| Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, mask.total()]), self.fast.device()));
+        let (hidden, logits) = self.fast.forward(tokens, features, positions, &mut self.cache, bias)?;
+        let out = DraftOutput::new(logits, hidden);
+        Ok(match self.fast.token_ids() {
+            Some(ids) => out.with_token_ids(ids.clone()),
+            None => out,
+        })
     }
 }

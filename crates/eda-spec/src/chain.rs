@@ -6,7 +6,7 @@ use eda_core::sampling::{argmax, normalize, probabilities, sample};
 use eda_core::{AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 use serde::{Deserialize, Serialize};
 
-use crate::session::{row, uniform, CommitCallback, Session, Verify};
+use crate::session::{row, uniform, CommitCallback, DraftRow, Session, Verify};
 use crate::SpeculativeStrategy;
 
 /// Chain drafting: the draft proposes `gamma` tokens one after the other, the target verifies
@@ -16,7 +16,9 @@ use crate::SpeculativeStrategy;
 /// configurations draw drafted tokens from the draft's distribution `q` (temperature and top-p
 /// applied) and use standard rejection sampling: accept with `min(1, p/q)`, on rejection sample
 /// from `norm(max(p - q, 0))`, on full acceptance sample a bonus token from `p`. The output
-/// distribution equals the target's.
+/// distribution equals the target's. A reduced-vocabulary draft has `q = 0` outside its
+/// vocabulary, so such tokens are only ever emitted from the residual (or the bonus), with
+/// exactly the target's probability.
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
@@ -58,15 +60,18 @@ impl ChainStrategy {
             // Draft g tokens.
             let (mut logits, mut feat) = s.draft_catch_up()?;
             let dlen = s.draft.cache_len();
+            let vocab = s.vocab();
             let mut drafted: Vec<TokenId> = Vec::with_capacity(g);
             let mut qs: Vec<Vec<f32>> = Vec::with_capacity(g);
             for i in 0..g {
                 let tok = if cfg.is_greedy() {
-                    argmax(&logits) as TokenId
+                    logits.token(argmax(&logits.logits), vocab)?
                 } else {
-                    let q = probabilities(&logits, cfg)?;
-                    let t = sample(&q, &mut s.rng) as TokenId;
-                    qs.push(q);
+                    // q over the draft's columns (temperature/top-p there equal those over the
+                    // full vocabulary with q = 0 outside), spread to the target vocabulary.
+                    let q = probabilities(&logits.logits, cfg)?;
+                    let t = logits.token(sample(&q, &mut s.rng), vocab)?;
+                    qs.push(logits.to_vocab(q, vocab)?);
                     t
                 };
                 drafted.push(tok);
@@ -76,7 +81,7 @@ impl ChainStrategy {
                 let t0 = Instant::now();
                 let features = if s.eagle { Some(feat.clone()) } else { None };
                 let out = s.draft.forward_masked(&[tok], features, &[dlen + i], &AttentionMask::causal(dlen + i, 1))?;
-                logits = row(&out.logits, 0)?;
+                logits = DraftRow::from_output(&out, 0, vocab)?;
                 feat = out.hidden;
                 s.metrics.draft_seconds += t0.elapsed().as_secs_f64();
                 s.metrics.draft_forwards += 1;

@@ -70,6 +70,6 @@ impl DraftModel for LmDraft {
             return Err(EdaError::InvalidArgument("LmDraft reads tokens only; it was given target features".into()));
         }
         let out = self.model.forward_masked(tokens, positions, mask)?;
-        Ok(DraftOutput { logits: out.logits, hidden: out.hidden })
+        Ok(DraftOutput::new(out.logits, out.hidden))
     }
 }

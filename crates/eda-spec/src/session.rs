@@ -1,6 +1,7 @@
 //! State shared by every strategy during one generation: committed sequence, draft catch-up,
 //! emission with stop conditions, cache bookkeeping and metrics.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use burn::tensor::{Int, Tensor, TensorData};
@@ -8,7 +9,7 @@ use rand::Rng;
 
 use eda_core::backend::to_vec_f32;
 use eda_core::sampling::{next_token, seeded_rng, EdaRng};
-use eda_core::{AttentionMask, DecodeMetrics, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
+use eda_core::{AttentionMask, DecodeMetrics, DraftModel, DraftOutput, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 
 /// How drafted tokens are verified. `AcceptAll` exists only to prove the statistical tests can
 /// fail: it accepts every drafted token (a lossy, broken verifier).
@@ -43,6 +44,62 @@ pub(crate) struct Session<'a, 'c> {
 
 pub(crate) fn row(logits: &Tensor<2>, i: usize) -> Result<Vec<f32>> {
     to_vec_f32(logits.clone().narrow(0, i, 1))
+}
+
+/// The logit columns of a draft output: the full vocabulary, or a reduced draft vocabulary
+/// (`token_ids`). Checks that the columns fit (`Mismatch` otherwise).
+pub(crate) fn draft_columns(out: &DraftOutput, vocab: usize) -> Result<Option<Arc<[TokenId]>>> {
+    let [_, cols] = out.logits.dims();
+    match &out.token_ids {
+        None if cols != vocab => Err(EdaError::mismatch("draft logit columns (target vocabulary)", vocab, cols)),
+        Some(ids) if ids.len() != cols => Err(EdaError::mismatch("draft logit columns (draft vocabulary mapping)", ids.len(), cols)),
+        other => Ok(other.clone()),
+    }
+}
+
+/// Target token of draft logit column `col` (`ids`: the reduced draft vocabulary, if any).
+pub(crate) fn column_token(ids: Option<&Arc<[TokenId]>>, col: usize, vocab: usize) -> Result<TokenId> {
+    let t = match ids {
+        Some(ids) => *ids.get(col).ok_or_else(|| EdaError::InvalidArgument(format!("draft logit column {col} has no token in the draft vocabulary mapping")))?,
+        None => col as TokenId,
+    };
+    if t as usize >= vocab {
+        return Err(EdaError::InvalidArgument(format!("the draft proposed token {t}, outside the target vocabulary of {vocab}")));
+    }
+    Ok(t)
+}
+
+/// One row of draft logits on the host, with the target token of each column.
+#[derive(Debug, Clone)]
+pub(crate) struct DraftRow {
+    /// Logits over the draft's columns (`K` for a reduced vocabulary).
+    pub logits: Vec<f32>,
+    /// Target token id of each column (`None`: column = token).
+    pub ids: Option<Arc<[TokenId]>>,
+}
+
+impl DraftRow {
+    /// Row `i` of `out`, whose columns must fit the target vocabulary `vocab`.
+    pub fn from_output(out: &DraftOutput, i: usize, vocab: usize) -> Result<Self> {
+        let ids = draft_columns(out, vocab)?;
+        Ok(DraftRow { logits: row(&out.logits, i)?, ids })
+    }
+
+    /// Target token of column `col`.
+    pub fn token(&self, col: usize, vocab: usize) -> Result<TokenId> {
+        column_token(self.ids.as_ref(), col, vocab)
+    }
+
+    /// A distribution over the draft's columns spread over the whole target vocabulary (0 for
+    /// tokens the draft cannot propose), for rejection sampling against the target's `p`.
+    pub fn to_vocab(&self, q: Vec<f32>, vocab: usize) -> Result<Vec<f32>> {
+        let Some(ids) = &self.ids else { return Ok(q) };
+        let mut dense = vec![0.0f32; vocab];
+        for (col, &p) in q.iter().enumerate() {
+            dense[column_token(Some(ids), col, vocab)? as usize] = p;
+        }
+        Ok(dense)
+    }
 }
 
 pub(crate) fn index_tensor(idx: &[usize], device: &burn::tensor::Device) -> Tensor<1, Int> {
@@ -163,9 +220,14 @@ impl<'a, 'c> Session<'a, 'c> {
         n
     }
 
+    /// The target's vocabulary size.
+    pub fn vocab(&self) -> usize {
+        self.target.info().vocab_size
+    }
+
     /// Feeds the committed positions the draft has not seen yet. Returns the host logits of the
-    /// last fed position and the draft's output features `[n, hidden]`.
-    pub fn draft_catch_up(&mut self) -> Result<(Vec<f32>, Tensor<2>)> {
+    /// last fed position and the draft's output features `[1, hidden]` there.
+    pub fn draft_catch_up(&mut self) -> Result<(DraftRow, Tensor<2>)> {
         let dlen = self.draft.cache_len();
         let (tokens, features) = if self.eagle {
             let features = self.pending.take().ok_or_else(|| EdaError::InvalidArgument("EAGLE draft: no pending target features".into()))?;
@@ -189,7 +251,7 @@ impl<'a, 'c> Session<'a, 'c> {
         if rows != tokens.len() {
             return Err(EdaError::mismatch("draft logit rows (catch-up)", tokens.len(), rows));
         }
-        let last = row(&out.logits, rows - 1)?;
+        let last = DraftRow::from_output(&out, rows - 1, self.vocab())?;
         self.metrics.draft_seconds += t0.elapsed().as_secs_f64();
         self.metrics.draft_forwards += 1;
         Ok((last, out.hidden.narrow(0, rows - 1, 1)))

@@ -313,6 +313,6 @@ impl DraftModel for ToyEagleDraft {
         }
         let logits = self.a_t.clone().select(0, index_tensor(&cur, &self.device)) + self.b_t.clone().select(0, index_tensor(&prev, &self.device));
         let hidden = self.eye.clone().select(0, index_tensor(&cur, &self.device));
-        Ok(DraftOutput { logits, hidden })
+        Ok(DraftOutput::new(logits, hidden))
     }
 }

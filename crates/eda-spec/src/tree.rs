@@ -9,7 +9,7 @@ use eda_core::backend::to_vec_f32;
 use eda_core::sampling::{argmax, normalize, probabilities, sample};
 use eda_core::{AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId, TokenTree};
 
-use crate::session::{index_tensor, row, uniform, CommitCallback, Session, Verify};
+use crate::session::{column_token, draft_columns, index_tensor, row, uniform, CommitCallback, Session, Verify};
 use crate::SpeculativeStrategy;
 
 /// EAGLE-2 dynamic tree drafting.
@@ -27,7 +27,10 @@ use crate::SpeculativeStrategy;
 /// token; sampling tries the children of the current node in order, accepting child `x` with
 /// probability `p(x)` and otherwise zeroing `p(x)` and renormalising; if every child is rejected
 /// the next token is drawn from the residual, and on reaching a node without children it is drawn
-/// from `p` at that node (temperature and top-p applied). This is lossless.
+/// from `p` at that node (temperature and top-p applied). This is lossless. A reduced-vocabulary
+/// draft only proposes tokens of its vocabulary; verification never reads the draft's
+/// probabilities, so the other tokens still appear with the target's probability (from the
+/// residual).
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
@@ -105,11 +108,14 @@ impl TreeStrategy {
         let k = self.top_k;
         let (logits0, feat0) = s.draft_catch_up()?;
         let dlen = s.draft.cache_len();
+        let vocab = s.vocab();
         let t0 = Instant::now();
         let mut pool: Vec<PoolNode> = Vec::new();
-        let lp = log_softmax(&logits0);
+        // Scores over the draft's columns: with a reduced vocabulary the log-softmax over K
+        // columns equals the full one with q = 0 outside, and top-k never picks those.
+        let lp = log_softmax(&logits0.logits);
         for t in top_k(&lp, k) {
-            pool.push(PoolNode { token: t as TokenId, parent: None, score: lp[t] });
+            pool.push(PoolNode { token: logits0.token(t, vocab)?, parent: None, score: lp[t] });
         }
         let mut frontier: Vec<usize> = (0..pool.len()).collect();
         let mut frontier_feats: Tensor<2> = feat0.repeat_dim(0, frontier.len());
@@ -138,7 +144,8 @@ impl TreeStrategy {
             let positions = vec![dlen + level - 1; nf];
             let features = if s.eagle { Some(frontier_feats.clone()) } else { None };
             let out = s.draft.forward_masked(&tokens, features, &positions, &mask)?;
-            let [rows, vocab] = out.logits.dims();
+            let ids = draft_columns(&out, vocab)?;
+            let [rows, cols] = out.logits.dims();
             if rows != nf {
                 return Err(EdaError::mismatch("draft logit rows (tree expansion)", nf, rows));
             }
@@ -148,10 +155,10 @@ impl TreeStrategy {
             let mut cands: Vec<(usize, f32)> = Vec::with_capacity(nf * k); // (pool index, score)
             let mut cand_parent_row: Vec<usize> = Vec::with_capacity(nf * k);
             for (j, &node) in frontier.iter().enumerate() {
-                let lp = log_softmax(&all[j * vocab..(j + 1) * vocab]);
+                let lp = log_softmax(&all[j * cols..(j + 1) * cols]);
                 for t in top_k(&lp, k) {
                     let score = pool[node].score + lp[t];
-                    pool.push(PoolNode { token: t as TokenId, parent: Some(node), score });
+                    pool.push(PoolNode { token: column_token(ids.as_ref(), t, vocab)?, parent: Some(node), score });
                     slot.push(None);
                     cands.push((pool.len() - 1, score));
                     cand_parent_row.push(j);

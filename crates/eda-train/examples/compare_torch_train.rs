@@ -89,6 +89,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         num_private_experts: 1,
         top_k_shared: 1,
         top_k_private: 1,
+        draft_vocab_size: None,
     };
     println!(
         "{}: V={v} H={h} I={} (shared) + {} (private) heads {}/{} head_dim {}; B={batch} T={len}; {warmup} warm-up + {steps} timed steps",

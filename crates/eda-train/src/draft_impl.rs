@@ -28,6 +28,14 @@ impl TrainableDraft for EdaDraft {
         self.logits(hidden)
     }
 
+    fn target_logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.target_logits(hidden)
+    }
+
+    fn draft_vocab(&self) -> Option<&[eda_core::TokenId]> {
+        EdaDraft::draft_vocab(self)
+    }
+
     fn save_draft(&self, dir: &Path) -> Result<()> {
         self.save(dir)
     }
@@ -44,7 +52,10 @@ impl Stage2Freeze {
 }
 
 /// A fresh stage-1 draft around the *base* target's `embedding` and `lm_head`, initialised
-/// deterministically from `train.seed`; every parameter but embedding and LM head trains.
+/// deterministically from `train.seed`; every parameter but embedding and LM head trains. For a
+/// reduced draft vocabulary pass a config without `draft_vocab_size` and call
+/// [`EdaDraft::with_draft_vocab`] with [`vocab::top_k_tokens`](crate::vocab::top_k_tokens) of the
+/// training data.
 pub fn stage1_draft(cfg: &EdaDraftConfig, embedding: Tensor<2>, lm_head: Tensor<2>, train: &TrainConfig, device: &Device) -> Result<EdaDraft> {
     EdaDraft::new_seeded(cfg, embedding, lm_head, device, train.seed)
 }
@@ -53,6 +64,9 @@ pub fn stage1_draft(cfg: &EdaDraftConfig, embedding: Tensor<2>, lm_head: Tensor<
 /// the **fine-tuned** target's `lm_head` (`[vocab, hidden]`, frozen), the private group
 /// re-initialised (seeded by `train.seed`) unless `train.private_init` is
 /// [`PrivateInit::FromStage1`], and `train.stage2_freeze` applied.
+///
+/// A reduced draft vocabulary of the stage-1 draft is kept (its `d2t` is loaded with it); call
+/// [`EdaDraft::with_draft_vocab`] on the result to choose another one from the stage-2 data.
 ///
 /// Mismatched vocabulary or hidden size between the stage-1 draft and the matrices gives
 /// [`eda_core::EdaError::Mismatch`].

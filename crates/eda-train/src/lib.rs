@@ -4,7 +4,9 @@
 //! features ([`batch`]), the SmoothL1 + soft cross-entropy objective ([`loss`]), AdamW with
 //! warmup/decay, global-norm clipping and gradient accumulation ([`optim`], [`ScheduleConfig`]),
 //! atomic checkpoints with exact resume ([`checkpoint`]), and the loop itself
-//! ([`DraftTrainer`], an [`eda_core::Trainer`]).
+//! ([`DraftTrainer`], an [`eda_core::Trainer`]). [`vocab`] picks a reduced draft vocabulary
+//! (EAGLE-3 style) from the training data; the loss then restricts the target's distribution to
+//! it.
 //!
 //! Stage 1 trains every draft parameter except the frozen embedding and LM head; stage 2
 //! ([`Stage::Stage2`]) starts from a stage-1 draft, freezes the shared group, optionally
@@ -42,6 +44,7 @@ pub mod loss;
 pub mod model;
 pub mod optim;
 pub mod trainer;
+pub mod vocab;
 
 pub use config::{AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, Stage2Freeze, TrainConfig, WarmupShape};
 pub use model::{tally_params, ParamTally, TrainForward, TrainableDraft};

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Int, Tensor};
-use eda_core::Result;
+use eda_core::{Result, TokenId};
 
 /// Output of a training forward pass.
 #[derive(Debug, Clone)]
@@ -34,8 +34,25 @@ pub trait TrainableDraft: Module + Sized {
     /// Padding is on the right, so causal attention needs no key-padding mask.
     fn forward_train(&self, tokens: Tensor<2, Int>, features: Tensor<3>) -> TrainForward;
 
-    /// Logits of features through the (frozen) LM head, `[B, T, H] → [B, T, V]`.
+    /// The draft's logits of features through its (frozen) LM head, `[B, T, H] → [B, T, K]`:
+    /// `K = V` columns, or the `K` columns of a reduced draft vocabulary
+    /// ([`draft_vocab`](Self::draft_vocab)).
     fn logits3(&self, hidden: Tensor<3>) -> Tensor<3>;
+
+    /// Logits over the whole target vocabulary, `[B, T, H] → [B, T, V]`: the target's
+    /// distribution used as the soft label. Defaults to [`logits3`](Self::logits3), which is
+    /// right for full-vocabulary drafts.
+    fn target_logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
+        self.logits3(hidden)
+    }
+
+    /// The target token of each column of [`logits3`](Self::logits3) for a draft with a reduced
+    /// vocabulary (EAGLE-3's `d2t`); `None` (the default) for the full vocabulary. The soft
+    /// cross-entropy then uses the target's distribution restricted to these tokens
+    /// ([`soft_cross_entropy`](crate::loss::soft_cross_entropy)).
+    fn draft_vocab(&self) -> Option<&[TokenId]> {
+        None
+    }
 
     /// Writes the draft in its own checkpoint format into `dir` (used for the final export).
     fn save_draft(&self, dir: &Path) -> Result<()>;

@@ -120,7 +120,7 @@ fn batch_of_one_and_duplicates() {
     let p = sequences(&[6], t.info().vocab_size, 5).remove(0);
     let cfg = GenerationConfig { max_new_tokens: 8, ..GenerationConfig::greedy() };
     let alone = generate_autoregressive(&mut t, &p, &cfg).unwrap().tokens;
-    assert_eq!(t.generate_batch(&[p.clone()], &[cfg.clone()]).unwrap()[0].tokens, alone);
+    assert_eq!(t.generate_batch(std::slice::from_ref(&p), std::slice::from_ref(&cfg)).unwrap()[0].tokens, alone);
     let twice = t.generate_batch(&[p.clone(), p], &[cfg.clone(), cfg]).unwrap();
     assert_eq!((&twice[0].tokens, &twice[1].tokens), (&alone, &alone));
 }
@@ -148,9 +148,9 @@ fn bad_batches_are_typed_errors() {
         assert!(matches!(call(&mut t, &[ok.clone(), vec![1000]]), EdaError::InvalidArgument(_)));
     }
     assert!(matches!(t.hidden_batch(&[]).unwrap_err(), EdaError::InvalidArgument(_)));
-    let e = t.generate_batch(&[ok.clone(), ok.clone()], &[g.clone()]).unwrap_err();
+    let e = t.generate_batch(&[ok.clone(), ok.clone()], std::slice::from_ref(&g)).unwrap_err();
     assert!(matches!(e, EdaError::Mismatch { .. }), "{e}");
-    let e = t.generate_batch(&[ok.clone()], &[GenerationConfig { top_p: 0.0, ..g }]).unwrap_err();
+    let e = t.generate_batch(std::slice::from_ref(&ok), &[GenerationConfig { top_p: 0.0, ..g }]).unwrap_err();
     assert!(matches!(e, EdaError::InvalidArgument(_)), "{e}");
 
     // A session rejects steps that do not follow its live sequences, and changes nothing then.

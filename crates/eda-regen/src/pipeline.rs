@@ -564,7 +564,7 @@ fn process_batch(
     cfg: &RegenConfig,
     generation: &GenerationConfig,
     max_len: usize,
-    mut remote: Option<&mut OpenAiRegenerator>,
+    remote: Option<&mut OpenAiRegenerator>,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(chunk.len());
     let mut ready: Vec<Option<Ready>> = Vec::with_capacity(chunk.len());
@@ -582,7 +582,7 @@ fn process_batch(
     }
     let gen_cfg = |p: &Pending, r: &Ready| GenerationConfig { max_new_tokens: generation.max_new_tokens.min(r.room), seed: prompt_seed(generation.seed, &p.record.id), ..generation.clone() };
     let mut responses: Vec<Option<Vec<TokenId>>> = vec![None; chunk.len()];
-    match (cfg.mode, remote.as_deref_mut()) {
+    match (cfg.mode, remote) {
         (RegenMode::Original, _) => {
             for (i, p) in chunk.iter().enumerate() {
                 if ready[i].is_some() {

@@ -8,13 +8,14 @@ use std::path::Path;
 use common::tokenizer;
 use eda_core::data::read_shard;
 use eda_core::{EdaError, GenerationConfig};
-use eda_models::{CausalLm, ModelConfig, Target};
+use eda_models::Target;
 use eda_regen::*;
 
+/// The qwen2-tiny fixture (fixed weights, so the test is deterministic; its vocabulary covers the
+/// test tokenizer's ids).
 fn target() -> Target {
-    let device = eda_core::backend::device_from_name("cpu").unwrap();
-    let cfg = ModelConfig::qwen2(common::VOCAB.len(), 16, 32, 2, 2, 1, 48);
-    Target::new(CausalLm::new(&cfg, &device), "tiny-random".into())
+    let dir = std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/qwen2-tiny"));
+    Target::from_pretrained(&dir, &eda_core::backend::device_from_name("cpu").unwrap()).unwrap()
 }
 
 fn records() -> Vec<PromptRecord> {
@@ -72,7 +73,7 @@ fn early_stop(t: &mut Target, recs: &[PromptRecord], generation: &GenerationConf
         .map(|x| x.input_ids.iter().zip(&x.loss_mask).filter(|(_, &m)| m == 1).map(|(&i, _)| i).collect())
         .collect();
     let max = generation.max_new_tokens;
-    (0..common::VOCAB.len() as u32)
+    (0..256u32)
         .find(|&stop| {
             let lens: Vec<usize> = responses.iter().map(|r| r.iter().position(|&x| x == stop).map_or(r.len(), |p| p + 1)).collect();
             lens.iter().any(|&l| l < max) && lens.iter().any(|&l| l > 1)
@@ -161,7 +162,7 @@ fn batched_extraction_equals_one_by_one() {
     for ((id, ids, mask), b) in items.into_iter().zip(&batch) {
         assert_eq!(&extract_features(&mut t, &id, ids, mask).unwrap(), b);
     }
-    let e = extract_features_batch(&mut t, vec![("x".into(), vec![1; 49], vec![0; 49])]).unwrap_err();
-    assert!(matches!(e, EdaError::SequenceTooLong { len: 49, max: 48 }), "{e}");
+    let e = extract_features_batch(&mut t, vec![("x".into(), vec![1; 257], vec![0; 257])]).unwrap_err();
+    assert!(matches!(e, EdaError::SequenceTooLong { len: 257, max: 256 }), "{e}");
     assert!(matches!(extract_features_batch(&mut t, vec![]).unwrap_err(), EdaError::InvalidArgument(_)));
 }

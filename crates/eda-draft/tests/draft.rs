@@ -580,3 +580,153 @@ fn expert_group_mixes_the_chosen_experts() {
         assert!(max_diff(out[r * H..(r + 1) * H].to_vec(), want) < 1e-5);
     }
 }
+
+/// Rewrites `model.safetensors` in `dir` with `d2t` replaced by `d2t` (`None`: removed).
+fn rewrite_d2t(dir: &std::path::Path, d2t: Option<(safetensors::Dtype, Vec<usize>, Vec<u8>)>) {
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> = st.tensors().into_iter().filter(|(n, _)| n != "d2t").collect();
+    if let Some((dtype, shape, data)) = &d2t {
+        views.push(("d2t".into(), safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap()));
+    }
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(views, None).unwrap()).unwrap();
+}
+
+fn i64_bytes(ids: &[i64]) -> Vec<u8> {
+    ids.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+#[test]
+fn reduced_vocabulary_round_trip_and_sparse_logits() {
+    let d = dev();
+    let ids: Vec<u32> = vec![0, 3, 4, 9, 17, 30, 31];
+    let full = draft_with(&EdaDraftConfig::tiny(V, H).with_experts(2, 1, 2, 2), 4, &d);
+    let m = full.clone().with_draft_vocab(ids.clone()).unwrap();
+    assert_eq!(m.config().draft_vocab_size, Some(ids.len()));
+    assert_eq!(m.config().head_size(), ids.len());
+    assert_eq!(m.draft_vocab(), Some(ids.as_slice()));
+    // the embedding stays full-vocabulary; the frozen head rows are the d2t rows of the target's
+    let h = mat(3, H, 71, &d);
+    let all = to_vec_f32(full.logits(h.clone())).unwrap();
+    let red = to_vec_f32(m.logits(h.clone())).unwrap();
+    let want: Vec<f32> = (0..3).flat_map(|r| ids.iter().map(|&t| all[r * V + t as usize]).collect::<Vec<_>>()).collect();
+    assert!(max_diff(red, want) < 1e-5);
+    assert!(max_diff(to_vec_f32(m.target_logits(h)).unwrap(), all) < 1e-6);
+
+    // save / load keeps the mapping (config.json records K; model.safetensors holds d2t, I64)
+    let dir = tempfile::tempdir().unwrap();
+    m.save(dir.path()).unwrap();
+    let cfg: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["draft_vocab_size"], ids.len());
+    let loaded = EdaDraft::load(dir.path(), m.embedding(), m.lm_head(), &d).unwrap();
+    assert_eq!(loaded.draft_vocab(), Some(ids.as_slice()));
+    assert_eq!(loaded.config(), m.config());
+    // a full-vocabulary draft writes no d2t and no draft_vocab_size
+    let plain = tempfile::tempdir().unwrap();
+    full.save(plain.path()).unwrap();
+    assert!(!std::fs::read_to_string(plain.path().join("config.json")).unwrap().contains("draft_vocab_size"));
+    assert!(safetensors::SafeTensors::deserialize(&std::fs::read(plain.path().join("model.safetensors")).unwrap()).unwrap().tensor("d2t").is_err());
+
+    // The session's sparse logits are the full draft's logits at the mapped columns, and
+    // full_logits puts -inf (probability 0) everywhere else.
+    let feats = mat(6, H, 41, &d);
+    let mut a = DraftSession::new(full.clone());
+    let mut b = DraftSession::new(loaded);
+    let oa = a.forward_masked(&SEQ, Some(feats.clone()), &[0, 1, 2, 3, 4, 5], &AttentionMask::causal(0, 6)).unwrap();
+    let ob = b.forward_masked(&SEQ, Some(feats), &[0, 1, 2, 3, 4, 5], &AttentionMask::causal(0, 6)).unwrap();
+    assert!(oa.token_ids.is_none());
+    assert_eq!(ob.token_ids.as_deref(), Some(ids.as_slice()));
+    assert_eq!(ob.logits.dims(), [6, ids.len()]);
+    assert!(max_diff(to_vec_f32(oa.hidden).unwrap(), to_vec_f32(ob.hidden.clone()).unwrap()) < 1e-5);
+    let la = to_vec_f32(oa.logits).unwrap();
+    let dense = to_vec_f32(ob.full_logits(V).unwrap()).unwrap();
+    for r in 0..6 {
+        for t in 0..V {
+            let x = dense[r * V + t];
+            if ids.contains(&(t as u32)) {
+                assert!((x - la[r * V + t]).abs() < 1e-4, "row {r} token {t}");
+            } else {
+                assert_eq!(x, f32::NEG_INFINITY);
+            }
+        }
+    }
+
+    // A new LM head keeps the mapping and takes the new rows.
+    let swapped = m.clone().replace_lm_head(mat(V, H, 3, &d)).unwrap();
+    assert_eq!(swapped.draft_vocab(), Some(ids.as_slice()));
+    let h = mat(2, H, 72, &d);
+    let all = to_vec_f32(swapped.target_logits(h.clone())).unwrap();
+    let want: Vec<f32> = (0..2).flat_map(|r| ids.iter().map(|&t| all[r * V + t as usize]).collect::<Vec<_>>()).collect();
+    assert!(max_diff(to_vec_f32(swapped.logits(h)).unwrap(), want) < 1e-5);
+    // the EAGLE export keeps working (the mapping is not part of that format)
+    let eagle = tempfile::tempdir().unwrap();
+    draft(&d).with_draft_vocab(ids).unwrap().save_eagle(eagle.path()).unwrap();
+}
+
+#[test]
+fn bad_draft_vocabularies_give_typed_errors() {
+    let d = dev();
+    let m = draft(&d);
+    for bad in [vec![], vec![1, 2, 1], vec![0, V as u32]] {
+        let e = m.clone().with_draft_vocab(bad.clone()).unwrap_err();
+        assert!(matches!(e, EdaError::InvalidArgument(_)), "{bad:?}: {e}");
+    }
+    // a config asking for a reduced vocabulary needs the mapping
+    let mut cfg = EdaDraftConfig::tiny(V, H);
+    cfg.draft_vocab_size = Some(4);
+    cfg.validate().unwrap();
+    assert!(matches!(EdaDraft::new(&cfg, mat(V, H, 1, &d), mat(V, H, 2, &d), &d), Err(EdaError::InvalidConfig(_))));
+    cfg.draft_vocab_size = Some(V + 1);
+    assert!(matches!(cfg.validate(), Err(EdaError::InvalidConfig(_))));
+    cfg.draft_vocab_size = Some(0);
+    assert!(matches!(cfg.validate(), Err(EdaError::InvalidConfig(_))));
+
+    let m = m.with_draft_vocab(vec![1, 2, 5, 8]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.safetensors");
+    let load = || EdaDraft::load(dir.path(), m.embedding(), m.lm_head(), &d);
+    // missing mapping
+    m.save(dir.path()).unwrap();
+    rewrite_d2t(dir.path(), None);
+    let e = load().unwrap_err();
+    assert!(matches!(&e, EdaError::MissingTensor { name, file: f } if name == "d2t" && f == &file), "{e}");
+    // wrong length for draft_vocab_size
+    rewrite_d2t(dir.path(), Some((safetensors::Dtype::I64, vec![3], i64_bytes(&[1, 2, 5]))));
+    let e = load().unwrap_err();
+    assert!(matches!(&e, EdaError::ShapeMismatch { name, expected, actual } if name.contains("d2t") && name.contains("model.safetensors") && expected == &vec![4] && actual == &vec![3]), "{e}");
+    // id outside the target vocabulary (entry 2), negative id (entry 0), duplicate (entry 3)
+    for (ids, record) in [(vec![1i64, 2, V as i64, 8], 2usize), (vec![-1, 2, 5, 8], 0), (vec![1, 2, 5, 2], 3)] {
+        rewrite_d2t(dir.path(), Some((safetensors::Dtype::I64, vec![4], i64_bytes(&ids))));
+        let e = load().unwrap_err();
+        assert!(matches!(&e, EdaError::MalformedData { path, record: r, .. } if path == &file && *r == record), "{ids:?}: {e}");
+        assert!(e.to_string().contains("model.safetensors"), "{e}");
+    }
+    // float mapping
+    rewrite_d2t(dir.path(), Some((safetensors::Dtype::F32, vec![4], vec![0u8; 16])));
+    assert!(matches!(load(), Err(EdaError::UnsupportedDType { .. })));
+    // I32 is accepted
+    let i32s: Vec<u8> = [1i32, 2, 5, 8].iter().flat_map(|v| v.to_le_bytes()).collect();
+    rewrite_d2t(dir.path(), Some((safetensors::Dtype::I32, vec![4], i32s)));
+    assert_eq!(load().unwrap().draft_vocab(), Some([1u32, 2, 5, 8].as_slice()));
+}
+
+#[test]
+fn decoding_path_matches_training_forward_for_large_blocks_and_sparse_routing() {
+    // 20 rows take the GEMM side of the decoding path (more than HOST_ROWS), 1-row steps the
+    // host side; with 3 experts top-1/top-2 the routing is sparse (only chosen experts run).
+    let d = dev();
+    assert!(eda_draft::fast::HOST_ROWS < 20);
+    let m = draft_with(&EdaDraftConfig::tiny(V, H).with_experts(3, 1, 3, 2), 8, &d);
+    let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % V as u32).collect();
+    let feats = mat(20, H, 81, &d);
+    let full = train_hidden(&m, &ids, &feats);
+    let mut s = DraftSession::new(m.clone());
+    let positions: Vec<usize> = (0..20).collect();
+    let out = s.forward_masked(&ids, Some(feats.clone()), &positions, &AttentionMask::causal(0, 20)).unwrap();
+    assert!(max_diff(to_vec_f32(out.hidden).unwrap(), to_vec_f32(full.clone()).unwrap()) < 1e-4);
+    assert!(max_diff(to_vec_f32(out.logits).unwrap(), to_vec_f32(m.logits(full.clone())).unwrap()) < 1e-3);
+    // then one more token on the host path
+    s.truncate_cache(19).unwrap();
+    let out = s.forward_masked(&ids[19..], Some(feats.narrow(0, 19, 1)), &[19], &AttentionMask::causal(19, 1)).unwrap();
+    assert!(max_diff(to_vec_f32(out.hidden).unwrap(), rows(full, &[19])) < 1e-4);
+}

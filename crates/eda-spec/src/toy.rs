@@ -10,6 +10,8 @@
 //!
 //! [`ToyEagleDraft`] is an EAGLE-style [`DraftModel`] for a [`ToyLm`]: it reads pairs (target
 //! feature `h_t`, token `x_{t+1}`) and predicts `x_{t+2}`; with zero noise it is a perfect draft.
+//! [`ReducedDraft`] restricts any draft to a subset of the vocabulary (sparse logits with
+//! `token_ids`), as an EAGLE-3 style reduced-vocabulary draft.
 //!
 //! ```
 //! use eda_core::{backend::device_from_name, generate::generate_autoregressive, GenerationConfig};
@@ -314,5 +316,78 @@ impl DraftModel for ToyEagleDraft {
         let logits = self.a_t.clone().select(0, index_tensor(&cur, &self.device)) + self.b_t.clone().select(0, index_tensor(&prev, &self.device));
         let hidden = self.eye.clone().select(0, index_tensor(&cur, &self.device));
         Ok(DraftOutput::new(logits, hidden))
+    }
+}
+
+/// Any [`DraftModel`] restricted to a subset of the vocabulary (EAGLE-3's reduced draft
+/// vocabulary): its logits keep only the columns of `ids` and the output declares them in
+/// [`DraftOutput::token_ids`], so the draft can never propose another token.
+///
+/// ```
+/// use eda_core::{backend::device_from_name, AttentionMask, DraftModel};
+/// use eda_spec::{toy::{ReducedDraft, ToyLm}, LmDraft};
+/// let device = device_from_name("cpu").unwrap();
+/// let mut d = ReducedDraft::new(Box::new(LmDraft::new(Box::new(ToyLm::random(8, 32, 2.0, 7, &device)))), vec![1, 5, 6]).unwrap();
+/// let out = d.forward_masked(&[2], None, &[0], &AttentionMask::causal(0, 1)).unwrap();
+/// assert_eq!(out.logits.dims(), [1, 3]);
+/// assert_eq!(out.token(1), Some(5));
+/// ```
+pub struct ReducedDraft {
+    inner: Box<dyn DraftModel>,
+    ids: std::sync::Arc<[TokenId]>,
+    columns: Vec<usize>,
+}
+
+impl ReducedDraft {
+    /// Restricts `inner` to the target tokens `ids` (distinct, inside its vocabulary;
+    /// [`EdaError::InvalidArgument`] otherwise).
+    pub fn new(inner: Box<dyn DraftModel>, ids: Vec<TokenId>) -> Result<Self> {
+        let vocab = inner.info().vocab_size;
+        let mut seen = vec![false; vocab];
+        for &t in &ids {
+            match seen.get_mut(t as usize) {
+                Some(s) if !*s => *s = true,
+                _ => return Err(EdaError::InvalidArgument(format!("reduced draft: token {t} is outside the vocabulary of {vocab} or listed twice"))),
+            }
+        }
+        if ids.is_empty() {
+            return Err(EdaError::InvalidArgument("reduced draft: empty vocabulary".into()));
+        }
+        let columns = ids.iter().map(|&t| t as usize).collect();
+        Ok(ReducedDraft { inner, ids: ids.into(), columns })
+    }
+}
+
+impl std::fmt::Debug for ReducedDraft {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReducedDraft").field("ids", &self.ids).finish()
+    }
+}
+
+impl DraftModel for ReducedDraft {
+    fn info(&self) -> DraftInfo {
+        self.inner.info()
+    }
+
+    fn cache_len(&self) -> usize {
+        self.inner.cache_len()
+    }
+
+    fn reset_cache(&mut self) {
+        self.inner.reset_cache()
+    }
+
+    fn truncate_cache(&mut self, len: usize) -> Result<()> {
+        self.inner.truncate_cache(len)
+    }
+
+    fn retain_cache(&mut self, keep: &[usize]) -> Result<()> {
+        self.inner.retain_cache(keep)
+    }
+
+    fn forward_masked(&mut self, tokens: &[TokenId], features: Option<Tensor<2>>, positions: &[usize], mask: &AttentionMask) -> Result<DraftOutput> {
+        let out = self.inner.forward_masked(tokens, features, positions, mask)?;
+        let index = index_tensor(&self.columns, &out.logits.device());
+        Ok(DraftOutput::new(out.logits.select(1, index), out.hidden).with_token_ids(self.ids.clone()))
     }
 }

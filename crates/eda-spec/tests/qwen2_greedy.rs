@@ -65,13 +65,21 @@ fn greedy_speculative_decoding_with_an_eda_draft_is_exact() {
     let mut target = Target::new(CausalLm::new(&cfg, &device), "target".into());
     let dcfg = eda_draft::EdaDraftConfig::tiny(64, 32);
     let model = eda_draft::EdaDraft::new(&dcfg, target.embedding_weight(), target.lm_head_weight(), &device).unwrap();
-    let mut draft = eda_draft::DraftSession::new(model);
+    // Full vocabulary, and a reduced draft vocabulary (EAGLE-3 style, 24 of the 64 tokens, sparse
+    // logits): the target still emits tokens outside it.
+    let reduced = model.clone().with_draft_vocab((0..64).filter(|t| t % 3 != 1).take(24).collect()).unwrap();
     let gen = GenerationConfig { max_new_tokens: 20, ..GenerationConfig::greedy() };
     let prompt = vec![5u32, 6, 7, 8];
     let reference = generate_autoregressive(&mut target, &prompt, &gen).unwrap();
-    let chain = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
-    assert_eq!(chain.tokens, reference.tokens);
-    let tree = TreeStrategy { depth: 3, top_k: 4, total_tokens: 16 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
-    assert_eq!(tree.tokens, reference.tokens);
-    assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
+    for (name, model) in [("full", model), ("reduced", reduced)] {
+        let mut draft = eda_draft::DraftSession::new(model);
+        let chain = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+        assert_eq!(chain.tokens, reference.tokens, "{name}");
+        let tree = TreeStrategy { depth: 3, top_k: 4, total_tokens: 16 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+        assert_eq!(tree.tokens, reference.tokens, "{name}");
+        assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
+        // Sampling runs through the sparse draft distribution too.
+        let sampled = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &GenerationConfig { max_new_tokens: 20, ..GenerationConfig::sampling(0.8, 3) }).unwrap();
+        assert_eq!(sampled.tokens.len(), 20);
+    }
 }

@@ -9,7 +9,7 @@ use eda_core::sampling::probabilities;
 use eda_core::{DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, TargetModel, TokenId};
 
 use crate::session::Verify;
-use crate::toy::{ToyEagleDraft, ToyLm};
+use crate::toy::{ReducedDraft, ToyEagleDraft, ToyLm};
 use crate::{evaluate, tau_per_cycle, Autoregressive, ChainStrategy, EvalReport, LmDraft, Strategy, TreeStrategy};
 
 fn device() -> Device {
@@ -50,9 +50,15 @@ fn strategies() -> Vec<Strategy> {
     ]
 }
 
+/// Every third token and a few more: a reduced draft vocabulary of a 32-token toy model.
+fn reduced_ids() -> Vec<TokenId> {
+    (0..32).filter(|t| t % 3 == 0 || *t == 7).collect()
+}
+
 /// (name, draft, is_perfect)
 fn drafts(target: &ToyLm) -> Vec<(&'static str, Box<dyn DraftModel>, bool)> {
     let d = device();
+    let reduced = |inner: Box<dyn DraftModel>| Box::new(ReducedDraft::new(inner, reduced_ids()).unwrap()) as Box<dyn DraftModel>;
     vec![
         ("lm-same", Box::new(LmDraft::new(Box::new(target.clone()))) as Box<dyn DraftModel>, true),
         ("eagle-perfect", Box::new(ToyEagleDraft::for_target(target, 0.0, 1)), true),
@@ -60,6 +66,9 @@ fn drafts(target: &ToyLm) -> Vec<(&'static str, Box<dyn DraftModel>, bool)> {
         ("eagle-random", Box::new(ToyEagleDraft::for_target(target, 8.0, 2)), false),
         ("lm-wrong-domain", Box::new(LmDraft::new(Box::new(target.perturbed(2.0, 5)))), false),
         ("eagle-wrong-domain", Box::new(ToyEagleDraft::for_target(target, 1.5, 3)), false),
+        // Reduced vocabularies: the target's tokens outside them are never proposed.
+        ("lm-same-reduced-vocab", reduced(Box::new(LmDraft::new(Box::new(target.clone())))), false),
+        ("eagle-perfect-reduced-vocab", reduced(Box::new(ToyEagleDraft::for_target(target, 0.0, 1))), false),
     ]
 }
 
@@ -268,9 +277,19 @@ fn exact_joint(target: &mut ToyLm, prompt: &[TokenId], cfg: &GenerationConfig, l
 
 /// Chi-square statistic and critical value of the first 3 emitted tokens over `n` seeds.
 fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize) -> (f64, f64) {
+    distribution_test_with(strategy, temperature, top_p, mode, n, None)
+}
+
+/// [`distribution_test`] with an optional reduced draft vocabulary (the target still puts mass on
+/// the other tokens, which only the verifier can emit; the test also checks that it does).
+fn distribution_test_with(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize, draft_vocab: Option<Vec<TokenId>>) -> (f64, f64) {
     let d = device();
     let mut target = ToyLm::random(5, 64, 2.0, 21, &d);
-    let mut draft = LmDraft::new(Box::new(target.perturbed(2.0, 8)));
+    let inner: Box<dyn DraftModel> = Box::new(LmDraft::new(Box::new(target.perturbed(2.0, 8))));
+    let mut draft: Box<dyn DraftModel> = match &draft_vocab {
+        Some(ids) => Box::new(ReducedDraft::new(inner, ids.clone()).unwrap()),
+        None => inner,
+    };
     let prompt = vec![1, 3];
     let base = GenerationConfig { max_new_tokens: 4, temperature, top_p, seed: 0, stop_tokens: vec![] };
     let expected = exact_joint(&mut target, &prompt, &base, 3);
@@ -278,13 +297,18 @@ fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Ve
     let mut accepted_any = 0;
     for seed in 0..n as u64 {
         let cfg = GenerationConfig { seed: seed * 7919 + 1, ..base.clone() };
-        let out = run(strategy, &mut target, &mut draft, &prompt, &cfg, mode).unwrap();
+        let out = run(strategy, &mut target, draft.as_mut(), &prompt, &cfg, mode).unwrap();
         assert_eq!(out.tokens.len(), 4);
         accepted_any += out.metrics.accepted_per_depth.iter().sum::<usize>();
         *observed.entry(out.tokens[..3].to_vec()).or_default() += 1;
     }
     // The test is only meaningful if drafts are accepted sometimes (and rejected sometimes).
     assert!(accepted_any > n / 10, "{strategy:?}: too few accepted drafts ({accepted_any})");
+    if let Some(ids) = &draft_vocab {
+        // Tokens the draft can never propose must still come out (from the residual or the bonus).
+        let outside = observed.iter().filter(|(k, _)| k.iter().any(|t| !ids.contains(t))).map(|(_, &c)| c).sum::<usize>();
+        assert!(outside > n / 20, "{strategy:?}: tokens outside the draft vocabulary were (almost) never emitted ({outside})");
+    }
     let (stat, df) = chi_square(&observed, &expected, n);
     eprintln!("{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}", chi2_critical_001(df));
     (stat, chi2_critical_001(df))
@@ -312,11 +336,26 @@ fn sampling_with_temperature_and_top_p_matches_target_distribution() {
     }
 }
 
+/// The toy target's tokens 1 and 4 carry real probability but are not in this draft vocabulary.
+const REDUCED_5: [TokenId; 3] = [0, 2, 3];
+
+#[test]
+fn sampling_with_a_reduced_draft_vocabulary_matches_target_distribution() {
+    for s in sampling_strategies() {
+        for (t, p) in [(1.0, 1.0), (0.7, 0.9)] {
+            let (stat, crit) = distribution_test_with(&s, t, p, Verify::Lossless, SAMPLES, Some(REDUCED_5.to_vec()));
+            assert!(stat < crit, "{s:?} T={t} top_p={p}: chi2 {stat:.1} >= critical {crit:.1}");
+        }
+    }
+}
+
 #[test]
 fn broken_verifier_fails_the_distribution_test() {
     for s in sampling_strategies() {
         let (stat, crit) = distribution_test(&s, 1.0, 1.0, Verify::AcceptAll, SAMPLES);
         assert!(stat >= crit, "{s:?}: a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})");
+        let (stat, crit) = distribution_test_with(&s, 1.0, 1.0, Verify::AcceptAll, SAMPLES, Some(REDUCED_5.to_vec()));
+        assert!(stat >= crit, "{s:?} (reduced draft vocabulary): a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})");
     }
 }
 

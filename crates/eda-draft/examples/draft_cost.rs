@@ -19,6 +19,12 @@
 //! transposed-view weights and the transposed `[vocab, hidden]` head) stage by stage.
 //!
 //! Options: `--reps N` (default 15), `--ctx N` (default 64).
+//!
+//! Measured on the 2-core AMD EPYC development machine (target step ≈ 126 ms): c = 2.7 for the
+//! module path (the LM head alone 327 ms), 0.071 for the fast path with the full vocabulary,
+//! 0.034 with K = 16384 and 0.027 with K = 8192; one tree level of 10 rows costs 0.22 / 0.10 /
+//! 0.08 target steps. The target itself runs burn's GEMM at ≈ 4 GB/s; a mat-vec target would be
+//! ≈ 3× faster and raise these ratios accordingly.
 
 use std::time::Instant;
 

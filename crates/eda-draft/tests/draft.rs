@@ -715,7 +715,7 @@ fn decoding_path_matches_training_forward_for_large_blocks_and_sparse_routing() 
     // 20 rows take the GEMM side of the decoding path (more than HOST_ROWS), 1-row steps the
     // host side; with 3 experts top-1/top-2 the routing is sparse (only chosen experts run).
     let d = dev();
-    assert!(eda_draft::fast::HOST_ROWS < 20);
+    const { assert!(eda_draft::fast::HOST_ROWS < 20) };
     let m = draft_with(&EdaDraftConfig::tiny(V, H).with_experts(3, 1, 3, 2), 8, &d);
     let ids: Vec<u32> = (0..20).map(|i| (i * 7 + 3) % V as u32).collect();
     let feats = mat(20, H, 81, &d);

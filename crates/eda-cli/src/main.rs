@@ -30,6 +30,8 @@ enum Command {
     Select(cmd::select::Args),
     /// Train a draft: stage 1 (all parameters) or stage 2 (private experts only).
     Train(cmd::train::Args),
+    /// Convert a llama.cpp GGUF model (Llama, Qwen2) into a HuggingFace checkpoint directory.
+    Convert(cmd::convert::Args),
 }
 
 fn main() {
@@ -43,6 +45,7 @@ fn main() {
         Command::Regenerate(a) => cmd::regenerate::run(a),
         Command::Select(a) => cmd::select::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Convert(a) => cmd::convert::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e}");

@@ -170,11 +170,11 @@ fn builtin_models(cfg: &DemoConfig, device: &Device, log: &mut StageLog) -> Resu
 fn external_models(cfg: &DemoConfig) -> Result<Models> {
     let e = cfg.external.as_ref().ok_or_else(|| EdaError::InvalidArgument("no external models".into()))?;
     let s = &cfg.scale;
-    let tokenizer = eda_models::load_tokenizer(&e.base.join("tokenizer.json"), usize::MAX)?;
+    let tokenizer = eda_models::load_tokenizer_for(&e.base, usize::MAX)?;
     let room = room(s);
     let general = eda_regen::load_prompts(&e.general_prompts)?;
     let (gen_train, gen_eval) = split(&general, s.eval_prompts, cfg.seed);
-    let max_pos = ModelConfig::from_file(&e.base.join("config.json"))?.max_position_embeddings.min(4096);
+    let max_pos = eda_models::load_config(&e.base)?.max_position_embeddings.min(4096);
     let prompts = eda_regen::load_prompts(&e.prompts)?;
     let (train, eval) = split(&prompts, s.eval_prompts, cfg.seed.wrapping_add(1));
     let train: Vec<_> = fitting(&tokenizer, train, max_pos, room)?.into_iter().take(s.domain_samples).collect();
@@ -352,7 +352,7 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
         None => builtin_models(cfg, &device, &mut log)?,
         Some(_) => external_models(cfg)?,
     };
-    let tokenizer = eda_models::load_tokenizer(&models.base_dir.join("tokenizer.json"), usize::MAX)?;
+    let tokenizer = eda_models::load_tokenizer_for(&models.base_dir, usize::MAX)?;
 
     // 2. Base-target features of general data, stage-1 draft, τ on the base target.
     let mut base = Target::from_pretrained(&models.base_dir, &device)?;

@@ -261,12 +261,27 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
     })
 }
 
+/// The configuration of a checkpoint: `config.json` of a HF directory, or derived from the
+/// metadata of a GGUF file ([`gguf::config_from_gguf`](crate::gguf::config_from_gguf)).
+pub fn load_config(path: &Path) -> Result<ModelConfig> {
+    if crate::gguf::is_gguf_path(path) {
+        return crate::gguf::config_from_gguf(&crate::gguf::GgufFile::open(path)?);
+    }
+    ModelConfig::from_file(&path.join("config.json"))
+}
+
 /// Loads a checkpoint: a HF directory (`config.json` + safetensors) or a GGUF file (see
 /// [`gguf::load_gguf`](crate::gguf::load_gguf)). Returns the config, the model and the checkpoint
 /// identity (SHA-256, hex, of `config.json` followed by the weight files; of the file for GGUF).
 pub fn load_pretrained(dir: &Path, device: &Device) -> Result<(ModelConfig, CausalLm, String)> {
     if crate::gguf::is_gguf_path(dir) {
         return crate::gguf::load_gguf(dir, device);
+    }
+    if dir.is_file() {
+        return Err(EdaError::io(
+            dir,
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected a HF checkpoint directory or a GGUF file"),
+        ));
     }
     if !dir.is_dir() {
         return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));

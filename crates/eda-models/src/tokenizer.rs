@@ -32,13 +32,15 @@ pub fn tokenizer_vocab_size(tok: &tokenizers::Tokenizer) -> usize {
     max_id.max(tok.get_vocab_size(true))
 }
 
-/// The tokenizer that goes with a checkpoint path: `tokenizer.json` inside a HF directory
-/// (checked as by [`load_tokenizer`]), or the vocabulary of a GGUF file
-/// ([`gguf::tokenizer_from_gguf`](crate::gguf::tokenizer_from_gguf), which must match the
-/// embedding exactly) — also checked against `embedding_rows`.
+/// The tokenizer that goes with a checkpoint or tokenizer path, checked against
+/// `embedding_rows`: the vocabulary of a GGUF file
+/// ([`gguf::tokenizer_from_gguf`](crate::gguf::tokenizer_from_gguf), which must also match the
+/// file's own embedding exactly), a `tokenizer.json` file, or `tokenizer.json` inside a HF
+/// directory (both as by [`load_tokenizer`]).
 pub fn load_tokenizer_for(path: &Path, embedding_rows: usize) -> Result<tokenizers::Tokenizer> {
     if !crate::gguf::is_gguf_path(path) {
-        return load_tokenizer(&path.join("tokenizer.json"), embedding_rows);
+        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        return load_tokenizer(&file, embedding_rows);
     }
     let tok = crate::gguf::load_tokenizer_from_gguf(path)?;
     let size = tokenizer_vocab_size(&tok);

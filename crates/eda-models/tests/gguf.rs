@@ -27,6 +27,11 @@ fn quants_fixture() -> GgufFile {
     GgufFile::open(&fixtures().join("gguf-quants/quants.gguf")).unwrap()
 }
 
+/// An f32 → bytes encoder (quantiser or float encoding).
+type Encoder = fn(&[f32]) -> Vec<u8>;
+/// A tensor as (HF name, shape, values).
+type NamedTensor = (String, Vec<usize>, Vec<f32>);
+
 fn bits(v: &[f32]) -> Vec<u32> {
     v.iter().map(|x| x.to_bits()).collect()
 }
@@ -91,7 +96,7 @@ fn dequantisation_matches_gguf_python_bit_for_bit() {
 #[test]
 fn quantisers_match_gguf_python_bytes() {
     let f = quants_fixture();
-    let cases: [(&str, fn(&[f32]) -> Vec<u8>); 5] = [
+    let cases: [(&str, Encoder); 5] = [
         ("Q8_0", quant::quantize_q8_0),
         ("Q4_0", quant::quantize_q4_0),
         ("Q4_1", quant::quantize_q4_1),
@@ -147,7 +152,7 @@ fn writer_round_trips_every_value_type() {
 // Tiny models written as GGUF.
 
 /// Reads an HF fixture directory: its config and every tensor (HF name, shape, f32 values).
-fn hf_fixture(name: &str) -> (ModelConfig, Vec<(String, Vec<usize>, Vec<f32>)>) {
+fn hf_fixture(name: &str) -> (ModelConfig, Vec<NamedTensor>) {
     let dir = fixtures().join(name);
     let cfg = ModelConfig::from_file(&dir.join("config.json")).unwrap();
     let src = WeightSource::open(&dir).unwrap();
@@ -764,4 +769,27 @@ fn causal_lm_from_gguf_matches_hf_reference() {
     let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
     assert!(err <= 1e-3, "max abs logit error {err}");
     let _: &CausalLm = t.model();
+}
+
+#[test]
+fn paths_dispatch_on_content_not_only_extension() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (path, cfg) = write_gguf(tmp.path(), "qwen2-tiny", all(GgmlType::F32), true);
+    // A GGUF file without the extension is recognised by its magic.
+    let renamed = tmp.path().join("model.bin");
+    std::fs::rename(&path, &renamed).unwrap();
+    assert!(g::is_gguf_path(&renamed));
+    let loaded = eda_models::load_config(&renamed).unwrap();
+    assert_eq!((loaded.vocab_size, loaded.hidden_size), (cfg.vocab_size, cfg.hidden_size));
+    assert!(Target::from_pretrained(&renamed, &dev()).is_ok());
+    assert_eq!(eda_models::load_config(&fixtures().join("qwen2-tiny")).unwrap(), cfg);
+    // Any other file is neither a directory nor GGUF.
+    let other = tmp.path().join("weights.safetensors");
+    std::fs::write(&other, b"not a checkpoint").unwrap();
+    assert!(!g::is_gguf_path(&other));
+    let e = Target::from_pretrained(&other, &dev()).unwrap_err();
+    assert!(matches!(e, EdaError::Io { ref path, ref source } if path == &other && source.to_string().contains("GGUF")), "{e}");
+    // load_tokenizer_for also takes a tokenizer.json file.
+    assert!(load_tokenizer_for(&fixtures().join("qwen2-tiny/tokenizer.json"), 256).is_ok());
+    assert_eq!(g::chat_template(&renamed).unwrap(), None);
 }

@@ -62,7 +62,7 @@ pub fn run(args: Args) -> Result<()> {
     }
     let mut l = load(&args.decode)?;
     let tok_path = tokenizer_path(&args.decode);
-    let tokenizer = eda_models::load_tokenizer(&tok_path, l.target.info().vocab_size)?;
+    let tokenizer = eda_models::load_tokenizer_for(&tok_path, l.target.info().vocab_size)?;
     let prompts: Vec<Vec<TokenId>> = texts
         .iter()
         .map(|t| Ok(tokenizer.encode(prompt_text(t, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec()))

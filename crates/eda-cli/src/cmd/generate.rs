@@ -33,7 +33,7 @@ pub enum StrategyKind {
 /// Model, tokenizer and decoding flags shared by `eda generate` and `eda eval`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct DecodeArgs {
-    /// Target model directory (HF `config.json` + safetensors).
+    /// Target model: a HF directory (`config.json` + safetensors) or a llama.cpp `.gguf` file.
     #[arg(long)]
     pub target: PathBuf,
     /// Draft directory: an EDA draft checkpoint (`--draft-kind eda`) or a HF LM (`--draft-kind lm`).
@@ -43,7 +43,8 @@ pub struct DecodeArgs {
     /// Kind of draft in `--draft`.
     #[arg(long, value_enum, default_value = "eda")]
     pub draft_kind: DraftKind,
-    /// `tokenizer.json` of the target (default: `<target>/tokenizer.json`).
+    /// `tokenizer.json` of the target (default: `<target>/tokenizer.json`, or the vocabulary of a
+    /// `.gguf` target).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Device: cpu, wgpu, cuda, cuda:N (default: `EDA_DEVICE` or the best compiled-in backend).
@@ -180,7 +181,13 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
 
 /// Path of the tokenizer file.
 pub(crate) fn tokenizer_path(a: &DecodeArgs) -> PathBuf {
-    a.tokenizer.clone().unwrap_or_else(|| a.target.join("tokenizer.json"))
+    a.tokenizer.clone().unwrap_or_else(|| {
+        if eda_models::gguf::is_gguf_path(&a.target) {
+            a.target.clone()
+        } else {
+            a.target.join("tokenizer.json")
+        }
+    })
 }
 
 /// Builds the text to tokenise (with the ChatML template when `chat`).
@@ -197,7 +204,7 @@ pub(crate) fn tok_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
 pub fn run(args: Args) -> Result<()> {
     let mut l = load(&args.decode)?;
     let tok_path = tokenizer_path(&args.decode);
-    let tokenizer = eda_models::load_tokenizer(&tok_path, l.target.info().vocab_size)?;
+    let tokenizer = eda_models::load_tokenizer_for(&tok_path, l.target.info().vocab_size)?;
     let prompt = tokenizer.encode(prompt_text(&args.prompt, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec();
     let mut generated: Vec<TokenId> = Vec::new();
     let mut printed = String::new();

@@ -19,7 +19,8 @@ pub enum Mode {
 /// Chat template choice.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Template {
-    /// Detect from `tokenizer_config.json` (next to the tokenizer, else in the target directory).
+    /// Detect from `tokenizer_config.json` (next to the tokenizer, else in the target directory;
+    /// for a `.gguf` target without `--tokenizer`, from the file's `tokenizer.chat_template`).
     Auto,
     /// Qwen2 ChatML (`<|im_start|>`/`<|im_end|>`).
     Chatml,
@@ -50,11 +51,12 @@ pub enum Dtype {
 /// Flags of `eda regenerate`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Target checkpoint directory (HF layout: `config.json`, `*.safetensors`); it computes the
-    /// hidden states and, without `--server-url`, generates the answers.
+    /// Target checkpoint: a HF directory (`config.json`, `*.safetensors`) or a llama.cpp `.gguf`
+    /// file; it computes the hidden states and, without `--server-url`, generates the answers.
     #[arg(long)]
     pub target: PathBuf,
-    /// `tokenizer.json` of the target (default: `<target>/tokenizer.json`).
+    /// `tokenizer.json` of the target (default: `<target>/tokenizer.json`, or the vocabulary of a
+    /// `.gguf` target).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Prompts file: JSONL (`{"prompt"}` or `{"messages"}`) or ShareGPT JSON, detected automatically.
@@ -131,6 +133,9 @@ fn detect_template(args: &Args, tokenizer_path: &Path) -> eda_core::Result<ChatT
         Template::Chatml => ChatTemplate::ChatMl,
         Template::Llama3 => ChatTemplate::Llama3,
         Template::Plain => ChatTemplate::Plain,
+        Template::Auto if args.tokenizer.is_none() && eda_models::gguf::is_gguf_path(&args.target) => {
+            ChatTemplate::from_jinja(&eda_models::gguf::chat_template(&args.target)?.unwrap_or_default())
+        }
         Template::Auto => {
             let beside = tokenizer_path.parent().map(|d| d.join("tokenizer_config.json"));
             let cfg = beside.filter(|p| p.exists()).unwrap_or_else(|| args.target.join("tokenizer_config.json"));
@@ -148,8 +153,14 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let prompts = load_prompts(&args.prompts)?;
     tracing::info!(prompts = prompts.len(), file = %args.prompts.display(), "prompts loaded");
     let mut target = eda_models::Target::from_pretrained(&args.target, &device)?;
-    let tokenizer_path = args.tokenizer.clone().unwrap_or_else(|| args.target.join("tokenizer.json"));
-    let tokenizer = eda_models::load_tokenizer(&tokenizer_path, target.info().vocab_size)?;
+    let tokenizer_path = args.tokenizer.clone().unwrap_or_else(|| {
+        if eda_models::gguf::is_gguf_path(&args.target) {
+            args.target.clone()
+        } else {
+            args.target.join("tokenizer.json")
+        }
+    });
+    let tokenizer = eda_models::load_tokenizer_for(&tokenizer_path, target.info().vocab_size)?;
     let template = detect_template(&args, &tokenizer_path)?;
     tracing::info!(%template, "chat template");
     let cfg = RegenConfig {

@@ -45,10 +45,24 @@ pub use reader::{GgufFile, GgufTensorInfo, GgufValue};
 pub use tokenizer::{load_tokenizer_from_gguf, tokenizer_from_gguf};
 pub use writer::GgufWriter;
 
-/// Whether `path` should be read as a GGUF file: an existing regular file, or a missing path
-/// ending in `.gguf` (so that the error names the file). HF checkpoints are directories.
+/// Whether `path` should be read as a GGUF file: a regular file starting with the GGUF magic,
+/// or a path ending in `.gguf` that is not a directory (so that a missing or corrupt file gets a
+/// GGUF error naming it). HF checkpoints are directories.
 pub fn is_gguf_path(path: &Path) -> bool {
-    path.is_file() || (!path.is_dir() && path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")))
+    if path.is_dir() {
+        return false;
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf")) {
+        return true;
+    }
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && magic == reader::GGUF_MAGIC
+}
+
+/// The chat template stored in a GGUF file (`tokenizer.chat_template`), if any.
+pub fn chat_template(path: &Path) -> Result<Option<String>> {
+    Ok(GgufFile::open(path)?.get_str("tokenizer.chat_template").map(str::to_string))
 }
 
 /// Loads a Llama/Qwen2 model from a GGUF file: returns the derived config, the model (f32) and

@@ -449,6 +449,32 @@ fn smollm_tokenizer_splits_digits_and_keeps_control_tokens() {
 }
 
 #[test]
+fn add_bos_and_eos_flags_become_a_post_processor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("v.gguf");
+    let tokens = write_vocab_gguf(&path, "llama-bpe", "gpt2", n_vocab());
+    let plain = g::load_tokenizer_from_gguf(&path).unwrap();
+    assert_eq!(plain.encode("hi", true).unwrap().get_ids().len(), 1);
+    // Rewrite with add_bos_token / add_eos_token set (bos = id 0, eos = id 1).
+    let f = GgufFile::open(&path).unwrap();
+    let mut w = GgufWriter::new();
+    for (k, v) in f.metadata() {
+        w.add_metadata(k, v.clone());
+    }
+    w.add_metadata("tokenizer.ggml.add_bos_token", GgufValue::Bool(true));
+    w.add_metadata("tokenizer.ggml.add_eos_token", GgufValue::Bool(true));
+    for t in f.tensors() {
+        w.add_tensor(&t.name, &t.shape(), t.ggml_type, f.tensor_bytes(t).to_vec()).unwrap();
+    }
+    drop(f);
+    w.write(&path).unwrap();
+    let tok = g::load_tokenizer_from_gguf(&path).unwrap();
+    let hi = tokens.iter().position(|t| t == "hi").unwrap() as u32;
+    assert_eq!(tok.encode("hi", true).unwrap().get_ids(), &[0, hi, 1]);
+    assert_eq!(tok.encode("hi", false).unwrap().get_ids(), &[hi]);
+}
+
+#[test]
 fn pre_tokenizer_types_differ_on_digits() {
     let tmp = tempfile::tempdir().unwrap();
     let counts: Vec<usize> = ["gpt-2", "smollm", "llama-bpe", "qwen2"]

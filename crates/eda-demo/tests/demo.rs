@@ -123,4 +123,32 @@ fn external_checkpoints_run_the_same_pipeline() {
         assert!(row.tau >= 1.0 && row.tau.is_finite());
     }
     assert!(r.get("code", "eda").is_none());
+
+    // The real-model run accepts any ChatML target: the built-in base plays SmolLM2's role.
+    let mut real = eda_demo::RealConfig::quick(dir.path().join("real"));
+    real.model = Some(targets.join("base"));
+    real.progress = false;
+    let first = eda_demo::run_real(&real).unwrap();
+    assert!(first.train_samples > 0 && first.train_tokens > 0 && first.train.steps > 0);
+    assert!(!first.rows.is_empty() && first.rows.len() % (real.chains.len() + real.trees.len()) == 0, "{:?}", first.rows);
+    for row in &first.rows {
+        assert!(row.prompts > 0);
+        assert_eq!(row.greedy_matches, row.prompts, "{}/{}: greedy speculative output must equal the target's", row.domain, row.strategy);
+        assert!(row.tau >= 1.0 && row.tau.is_finite() && (0.0..=1.0).contains(&row.alpha), "{row:?}");
+        assert!(row.c > 0.0 && row.speedup > 0.0 && row.baseline_tokens_per_second > 0.0, "{row:?}");
+        assert_eq!(row.predicted_speedup.is_some(), row.strategy.starts_with("chain"), "{row:?}");
+    }
+    for f in ["results.json", "results.md", "real_config.json", "features/train/manifest.json", "draft/draft/config.json"] {
+        assert!(dir.path().join("real").join(f).exists(), "missing {f}");
+    }
+    // The draft has the reduced vocabulary the config asked for.
+    let dcfg: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("real/draft/draft/config.json")).unwrap()).unwrap();
+    assert!(dcfg["draft_vocab_size"].as_u64().is_some_and(|k| k > 0), "{dcfg}");
+    // A rerun resumes: same data and draft, same greedy τ.
+    let second = eda_demo::run_real(&real).unwrap();
+    assert_eq!(second.train, first.train);
+    assert_eq!(second.rows.iter().map(|r| r.tau).collect::<Vec<_>>(), first.rows.iter().map(|r| r.tau).collect::<Vec<_>>());
+    // A missing model is a typed error, not a fetch.
+    real.model = Some(dir.path().join("no-such-model.gguf"));
+    assert!(eda_demo::run_real(&real).is_err());
 }

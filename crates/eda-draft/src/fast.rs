@@ -14,11 +14,11 @@
 //!   the LM head as a `[hidden, K]` matrix (`K` = the reduced draft vocabulary, or the full
 //!   vocabulary);
 //! - on the CPU (NdArray) backend, a host copy of every weight as `[out, in]` rows, multiplied
-//!   by a streaming matrix–vector kernel for blocks of up to [`HOST_ROWS`] rows (drafting steps,
-//!   tree levels, catch-up after a verification): it reads each weight once at memory bandwidth,
-//!   where burn's GEMM first packs the whole matrix. Larger blocks (the prompt catch-up) use the
-//!   GEMM. For the LM head, the GEMM side reuses the module's `[K, hidden]` tensor as a
-//!   transposed view instead of a second copy of the largest matrix;
+//!   by the streaming matrix–vector kernel of [`eda_models::gemv`] for blocks of up to
+//!   [`HOST_ROWS`] rows (drafting steps, tree levels, catch-up after a verification): it reads
+//!   each weight once at memory bandwidth, where burn's GEMM first packs the whole matrix. Larger
+//!   blocks (the prompt catch-up) use the GEMM. For the LM head, the GEMM side reuses the module's
+//!   `[K, hidden]` tensor as a transposed view instead of a second copy of the largest matrix;
 //! - everything on the non-autodiff device, so no graph is recorded even when the draft came
 //!   straight from a trainer.
 //!
@@ -35,22 +35,16 @@ use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use eda_core::backend::to_vec_f32;
 use eda_core::{Result, TokenId};
+use eda_models::gemv::{is_host_device as is_host, matmul_rows_t};
 use eda_models::layers::{causal_bias, KvCache, RmsNorm, RotaryEmbedding};
 
-use crate::gemv::matmul_rows_t;
 use crate::moe::ExpertGroup;
 use crate::EdaDraft;
 
 /// On the CPU backend, blocks of at most this many rows go through the host matrix–vector
-/// kernel; larger blocks use burn's GEMM, which wins once the rows amortise packing a weight
-/// (measured crossover on SmolLM2 shapes: ≈ 10–16 rows).
-pub const HOST_ROWS: usize = 16;
-
-/// Whether `device` is the NdArray CPU device, whose tensors already live in host memory.
-#[allow(deprecated)] // NdArray is the workspace's CPU backend (see eda_core::backend).
-fn is_host(device: &Device) -> bool {
-    *device == Device::ndarray()
-}
+/// kernel ([`eda_models::gemv`], shared with the target's decoding path); larger blocks use
+/// burn's GEMM.
+pub use eda_models::gemv::HOST_ROWS;
 
 /// A bias-free linear map of the decoding path.
 #[derive(Debug, Clone)]
@@ -87,7 +81,7 @@ impl FastLinear {
         let [n, h] = x.dims();
         match &self.rows {
             Some(rows) if n <= HOST_ROWS => {
-                let y = matmul_rows_t(&to_vec_f32(x)?, n, rows, h);
+                let y = matmul_rows_t(&to_vec_f32(x)?, n, rows, h)?;
                 let out = y.len() / n.max(1);
                 Ok(Tensor::from_data(TensorData::new(y, [n, out]), &self.device))
             }

@@ -19,7 +19,6 @@
 pub mod checkpoint;
 pub mod config;
 pub mod fast;
-mod gemv;
 mod init;
 pub mod model;
 pub mod moe;

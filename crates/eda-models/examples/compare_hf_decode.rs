@@ -19,7 +19,8 @@
 //! (alternating Rust/HF measurement rounds, default 2), `--prompt N` (64), `--decode N` (32).
 //! Environment: `EDA_DEVICE` (burn device, see `eda_core::backend::default_device`),
 //! `EDA_TORCH_PYTHON` (a python with torch + transformers; without it the HF column is skipped
-//! with a message).
+//! with a message), `EDA_NO_FAST_DECODE=1` (measure the plain burn path instead of the CPU host
+//! decoding path).
 //!
 //! Method: a random model is built with [`CausalLm::new`] and written with `save_pretrained`;
 //! the Rust side reloads it with [`Target::from_pretrained`], the python side
@@ -159,7 +160,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let t0 = Instant::now();
     let mut target = Target::from_pretrained(dir, &device)?;
-    println!("Target::from_pretrained: {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "Target::from_pretrained: {:.1} s; host decoding path (≤ 16 rows): {}",
+        t0.elapsed().as_secs_f64(),
+        if target.fast_decode() { "on" } else { "off (EDA_NO_FAST_DECODE or not the CPU)" }
+    );
 
     let prompt: Vec<u32> = (0..prompt_len as u32).map(|i| (i * 37 + 11) % cfg.vocab_size as u32).collect();
     // Warm-up (allocations, rayon pool, page cache).

@@ -8,7 +8,9 @@
 //!   KV cache, SwiGLU MLP) that the draft models reuse;
 //! * [`ModelConfig`]: HF `config.json`;
 //! * [`CausalLm`]: the model itself (training forward, `save_pretrained`);
-//! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches;
+//! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches
+//!   (on the CPU, passes of a few tokens run the host decoding path built on [`gemv`]);
+//! * [`gemv`]: the streaming matrix–vector kernel of the CPU decoding paths (target and draft);
 //! * [`batch`]: batched passes (packed sequences, per-sequence caches) for feature extraction
 //!   and regeneration;
 //! * [`load_tokenizer`]: `tokenizer.json` checked against the embedding;
@@ -29,6 +31,8 @@
 
 pub mod batch;
 pub mod config;
+mod fast;
+pub mod gemv;
 pub mod gguf;
 pub mod layers;
 pub mod loader;

@@ -9,6 +9,8 @@ use eda_core::{AttentionMask, EdaError, GenerationConfig, GenerationOutput, Mode
 
 use crate::batch::{packed_hidden, split_rows, BatchSession};
 use crate::config::ModelConfig;
+use crate::fast::{FastTarget, NO_FAST_DECODE_ENV};
+use crate::gemv::{is_host_device, HOST_ROWS};
 use crate::layers::{validate_keep, KvCache};
 use crate::model::CausalLm;
 
@@ -31,6 +33,9 @@ pub struct Target {
     /// LM head as a contiguous `[hidden, vocab]` matrix (a materialised transpose of the
     /// embedding when tied: multiplying by a transposed view is much slower on the CPU).
     head: Tensor<2>,
+    /// CPU decoding path for passes of at most [`HOST_ROWS`] new tokens (`None`: not the CPU,
+    /// disabled, or its host copy could not be made); see [`fast_decode`](Self::fast_decode).
+    fast: Option<FastTarget>,
     info: ModelInfo,
     device: Device,
 }
@@ -52,7 +57,8 @@ impl Target {
             Some(h) => h.weight.val(),
             None => Tensor::from_data(lm.embed_tokens.weight.val().transpose().into_data(), &device),
         };
-        Target { caches: (0..cfg.num_hidden_layers).map(|_| KvCache::new()).collect(), lm, head, info, device }
+        let fast = if std::env::var_os(NO_FAST_DECODE_ENV).is_some() { None } else { build_fast(&lm, &device) };
+        Target { caches: (0..cfg.num_hidden_layers).map(|_| KvCache::new()).collect(), lm, head, fast, info, device }
     }
 
     /// Loads a HF checkpoint directory (`config.json` + `model.safetensors` or a sharded index)
@@ -82,10 +88,60 @@ impl Target {
         &self.caches
     }
 
+    /// Whether forward passes of at most [`HOST_ROWS`] new tokens (decoding, chain and small
+    /// tree verification) take the host decoding path: weights multiplied by the streaming
+    /// kernel of [`crate::gemv`] instead of burn's GEMM, which packs every weight for every
+    /// product. On by default on the CPU (NdArray) device unless the environment variable
+    /// `EDA_NO_FAST_DECODE` is set when the target is built; never on other devices. Both paths
+    /// give the same results up to float rounding and share the KV cache. The cost is one host
+    /// copy of the weights (≈ the model's f32 size).
+    pub fn fast_decode(&self) -> bool {
+        self.fast.is_some()
+    }
+
+    /// Turns the host decoding path on or off and returns whether it is now on. Turning it off
+    /// frees its host copy of the weights; turning it on builds that copy, and leaves it off on
+    /// a non-CPU device or when the weights cannot be read back.
+    ///
+    /// ```
+    /// use eda_models::{CausalLm, ModelConfig, Target};
+    /// let device = eda_core::backend::device_from_name("cpu").unwrap();
+    /// let mut t = Target::new(CausalLm::new(&ModelConfig::llama(32, 16, 32, 1, 2, 1, 64), &device), "random".into());
+    /// assert!(!t.set_fast_decode(false));
+    /// assert!(!t.fast_decode());
+    /// assert!(t.set_fast_decode(true));
+    /// ```
+    pub fn set_fast_decode(&mut self, enabled: bool) -> bool {
+        if !enabled {
+            self.fast = None;
+        } else if self.fast.is_none() {
+            self.fast = build_fast(&self.lm, &self.device);
+        }
+        self.fast.is_some()
+    }
+
     /// A batched decoding session (per-sequence caches, independent of this target's own
     /// cache); see [`BatchSession`].
     pub fn batch_session(&self) -> BatchSession<'_> {
         BatchSession::new(&self.lm, &self.head, self.device.clone())
+    }
+}
+
+/// The host decoding path for `lm` on `device`, when that is the CPU; a failed readback only
+/// loses the fast path.
+fn build_fast(lm: &CausalLm, device: &Device) -> Option<FastTarget> {
+    if !is_host_device(device) {
+        return None;
+    }
+    match FastTarget::new(lm) {
+        Ok(f) => {
+            tracing::debug!("host decoding path: {:.0} MB of f32 weights", f.host_floats() as f64 * 4e-6);
+            Some(f)
+        }
+        Err(e) => {
+            tracing::warn!("host decoding path unavailable, every pass uses burn: {e}");
+            None
+        }
     }
 }
 
@@ -150,6 +206,12 @@ impl TargetModel for Target {
         } else {
             Some(Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, past + n]), &self.device))
         };
+        if n <= HOST_ROWS {
+            if let Some(fast) = &self.fast {
+                let (logits, hidden) = fast.forward(&self.lm, tokens, positions, &mut self.caches, bias, &self.device)?;
+                return Ok(TargetOutput { logits, hidden });
+            }
+        }
         let ids: Vec<i64> = tokens.iter().map(|&t| t as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
         let x = self.lm.embed(ids);

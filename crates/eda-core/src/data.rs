@@ -187,6 +187,10 @@ pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>>
     expect("input_ids", ids_t.dtype(), Dtype::U32)?;
     expect("loss_mask", mask_t.dtype(), Dtype::U8)?;
     expect("sample_offsets", off_t.dtype(), Dtype::U64)?;
+    // Shapes come from an untrusted header: check ranks before indexing them.
+    if ids_t.shape().len() != 1 {
+        return Err(EdaError::ShapeMismatch { name: "input_ids".into(), expected: vec![0], actual: ids_t.shape().to_vec() });
+    }
     if hid_t.shape().len() != 2 {
         return Err(EdaError::ShapeMismatch { name: "hidden_states".into(), expected: vec![ids_t.shape()[0], 0], actual: hid_t.shape().to_vec() });
     }
@@ -217,4 +221,86 @@ pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>>
         out.push(FeatureSample::new(id, ids[a..b].to_vec(), hidden[a * h..b * h].to_vec(), h, mask[a..b].to_vec())?);
     }
     Ok(out)
+}
+
+/// Checks that no sample id occurs twice; `source(i)` names where sample `i` came from (a shard
+/// file, an index) for the error message.
+///
+/// Duplicate ids mean a sample would be trained on or selected twice (a shard given twice, an
+/// output directory read back as input), which silently changes the result.
+///
+/// ```
+/// use eda_core::data::{ensure_unique_ids, FeatureSample};
+/// let a = FeatureSample::new("a", vec![1], vec![0.0], 1, vec![1]).unwrap();
+/// assert!(ensure_unique_ids(&[a.clone()], |i| format!("#{i}")).is_ok());
+/// assert!(matches!(ensure_unique_ids(&[a.clone(), a], |i| format!("#{i}")), Err(eda_core::EdaError::DuplicateId { .. })));
+/// ```
+pub fn ensure_unique_ids(samples: &[FeatureSample], source: impl Fn(usize) -> String) -> Result<()> {
+    let mut seen: HashMap<&str, usize> = HashMap::with_capacity(samples.len());
+    for (i, s) in samples.iter().enumerate() {
+        if let Some(&first) = seen.get(s.id.as_str()) {
+            return Err(EdaError::DuplicateId { id: s.id.clone(), first: source(first), second: source(i) });
+        }
+        seen.insert(&s.id, i);
+    }
+    Ok(())
+}
+
+/// Reads several shard files in order and checks that every sample id is unique across them
+/// ([`EdaError::DuplicateId`] names both files).
+pub fn read_shards(paths: &[std::path::PathBuf]) -> Result<Vec<FeatureSample>> {
+    let mut out = Vec::new();
+    let mut origin = Vec::new();
+    for (k, p) in paths.iter().enumerate() {
+        let s = read_shard(p)?;
+        origin.extend(std::iter::repeat_n(k, s.len()));
+        out.extend(s);
+    }
+    ensure_unique_ids(&out, |i| format!("{}", paths[origin[i]].display()))?;
+    Ok(out)
+}
+
+/// Lower-case hex SHA-256 of `bytes`.
+///
+/// ```
+/// assert_eq!(&eda_core::data::sha256_hex(b"")[..8], "e3b0c442");
+/// ```
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+fn hex(d: &[u8]) -> String {
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Content hash of a list of samples (ids, tokens, loss masks and hidden states, in order), used
+/// by resumable runs to notice that their inputs changed between a kill and a restart.
+///
+/// ```
+/// use eda_core::data::{fingerprint_samples, FeatureSample};
+/// let a = FeatureSample::new("a", vec![1, 2], vec![0.0; 2], 1, vec![0, 1]).unwrap();
+/// let mut b = a.clone();
+/// b.loss_mask[0] = 1;
+/// assert_eq!(fingerprint_samples(&[a.clone()]), fingerprint_samples(&[a.clone()]));
+/// assert_ne!(fingerprint_samples(&[a]), fingerprint_samples(&[b]));
+/// ```
+pub fn fingerprint_samples(samples: &[FeatureSample]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update((samples.len() as u64).to_le_bytes());
+    for s in samples {
+        // Lengths first, so that concatenations of different splits cannot collide.
+        h.update((s.id.len() as u64).to_le_bytes());
+        h.update(s.id.as_bytes());
+        h.update((s.input_ids.len() as u64).to_le_bytes());
+        h.update((s.hidden_size as u64).to_le_bytes());
+        s.input_ids.iter().for_each(|t| h.update(t.to_le_bytes()));
+        h.update(&s.loss_mask);
+        for chunk in s.hidden.chunks(4096) {
+            let bytes: Vec<u8> = chunk.iter().flat_map(|v| v.to_le_bytes()).collect();
+            h.update(&bytes);
+        }
+    }
+    hex(&h.finalize())
 }

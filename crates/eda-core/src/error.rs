@@ -128,6 +128,58 @@ pub enum EdaError {
     /// A caller passed an invalid argument (zero budget, empty prompt, bad index, ...).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A device or precision was asked for that this build or machine cannot provide: a backend
+    /// that is not compiled in, a device index with no device, a dtype the device cannot compute.
+    #[error("device `{requested}` unavailable: {reason}")]
+    Backend {
+        /// What was asked for (`wgpu`, `cuda:1`, `cpu with dtype bf16`, ...).
+        requested: String,
+        /// Why not, with what is available and how to get it.
+        reason: String,
+    },
+    /// An output path names something eda must not replace (a symlink, a device node, a FIFO, a
+    /// directory where a file is written, ...). Nothing was written.
+    #[error("refusing to write {path}: {reason}")]
+    UnsafeOutput {
+        /// The output path.
+        path: PathBuf,
+        /// What the path is and why it is not replaced.
+        reason: String,
+    },
+    /// A resumable run (training, regeneration) was restarted with different settings or inputs.
+    /// Continuing would mix two runs into one result, so nothing is done unless the caller opts in
+    /// explicitly (`--allow-changed-inputs` on the command line).
+    #[error("cannot resume {path}: {} (use another output directory, restore the original settings/inputs, or pass --allow-changed-inputs)", differences.join("; "))]
+    ResumeMismatch {
+        /// The run directory or manifest being resumed.
+        path: PathBuf,
+        /// One line per difference (`field: recorded vs now`).
+        differences: Vec<String>,
+    },
+    /// The same sample id occurs twice in a dataset (a shard given twice, a selection that
+    /// re-reads its own output, ...): training or selecting would count the sample twice.
+    #[error("duplicate sample id `{id}` ({first} and {second})")]
+    DuplicateId {
+        /// The repeated id.
+        id: String,
+        /// Where it first occurs.
+        first: String,
+        /// Where it occurs again.
+        second: String,
+    },
+    /// A requested size exceeds a bound (vocabulary, maximum positions, memory); nothing was
+    /// allocated.
+    #[error("{what} = {value} exceeds the bound {bound} ({why})")]
+    ResourceLimit {
+        /// The flag or field at fault, e.g. `--top-k`.
+        what: String,
+        /// The requested value.
+        value: u128,
+        /// The largest accepted value.
+        bound: u128,
+        /// Where the bound comes from.
+        why: String,
+    },
     /// A remote service (OpenAI-compatible server) failed.
     #[error("remote service error: {0}")]
     Remote(String),

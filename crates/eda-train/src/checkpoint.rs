@@ -39,6 +39,19 @@ pub struct TrainState {
     pub last_top1: f64,
     /// The configuration of the run that wrote the checkpoint.
     pub config: TrainConfig,
+    /// SHA-256 of the training samples ([`eda_core::data::fingerprint_samples`]); `None` in
+    /// checkpoints written before it was recorded.
+    #[serde(default)]
+    pub data_sha256: Option<String>,
+    /// SHA-256 of the frozen parameters (embedding, LM head, stage-2 shared group): they are not
+    /// stored in checkpoints but rebuilt from `--target` / `--stage1`, so a changed source would
+    /// otherwise be mixed into the resumed run.
+    #[serde(default)]
+    pub frozen_sha256: Option<String>,
+    /// Differences accepted when the run was resumed with changed settings or inputs
+    /// (`allow_changed_inputs`), oldest first.
+    #[serde(default)]
+    pub accepted_changes: Vec<String>,
 }
 
 /// Directory of the checkpoint at `step`.
@@ -74,6 +87,8 @@ pub fn latest_checkpoint(out_dir: &Path) -> Result<Option<(usize, PathBuf)>> {
 struct Collect {
     path: Vec<String>,
     trainable_only: bool,
+    /// Collect only parameters that do *not* require a gradient (takes precedence).
+    frozen_only: bool,
     out: Vec<(String, Tensor<1>, Vec<usize>)>,
 }
 
@@ -86,7 +101,7 @@ impl ModuleVisitor for Collect {
     }
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let t = param.val();
-        if self.trainable_only && !t.is_require_grad() {
+        if self.trainable_only && !t.is_require_grad() || self.frozen_only && t.is_require_grad() {
             return;
         }
         let dims = t.dims().to_vec();
@@ -98,7 +113,7 @@ impl ModuleVisitor for Collect {
 /// Float parameters of `module` by path (only trainable ones if `trainable_only`), as f32
 /// safetensors bytes.
 pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Vec<u8>> {
-    let mut c = Collect { path: Vec::new(), trainable_only, out: Vec::new() };
+    let mut c = Collect { path: Vec::new(), trainable_only, frozen_only: false, out: Vec::new() };
     module.visit(&mut c);
     let mut owned = Vec::with_capacity(c.out.len());
     for (name, t, dims) in c.out {
@@ -106,6 +121,38 @@ pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Ve
         owned.push((name, dims, f32_bytes(&vals)));
     }
     serialize(&owned, HashMap::from([("format".to_string(), "eda-train-weights-v1".to_string())]))
+}
+
+/// SHA-256 over the names, shapes and values of the *frozen* float parameters of `module` (those
+/// not requiring a gradient), which checkpoints do not store.
+pub fn frozen_fingerprint<M: Module>(module: &M) -> Result<String> {
+    use sha2::Digest;
+    let mut c = Collect { path: Vec::new(), trainable_only: false, frozen_only: true, out: Vec::new() };
+    module.visit(&mut c);
+    let mut h = sha2::Sha256::new();
+    for (name, t, dims) in c.out {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        dims.iter().for_each(|d| h.update((*d as u64).to_le_bytes()));
+        h.update(f32_bytes(&eda_core::backend::to_vec_f32(t)?));
+    }
+    Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Moves an unreadable checkpoint aside (`step-XXXXXXXX.corrupt`) so that it is neither resumed
+/// nor counted when old checkpoints are pruned; returns the new path.
+pub fn quarantine_checkpoint(dir: &Path) -> Result<PathBuf> {
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut k = 0usize;
+    let target = loop {
+        let t = dir.with_file_name(if k == 0 { format!("{name}.corrupt") } else { format!("{name}.corrupt{k}") });
+        if !t.exists() {
+            break t;
+        }
+        k += 1;
+    };
+    std::fs::rename(dir, &target).map_err(|e| EdaError::io(dir, e))?;
+    Ok(target)
 }
 
 /// Float parameters of `module` by path (only trainable ones if `trainable_only`), copied to the
@@ -122,7 +169,7 @@ pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Ve
 /// assert_eq!(v["w"], (vec![2], vec![1.0, 2.0]));
 /// ```
 pub fn param_values<M: Module>(module: &M, trainable_only: bool) -> Result<std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
-    let mut c = Collect { path: Vec::new(), trainable_only, out: Vec::new() };
+    let mut c = Collect { path: Vec::new(), trainable_only, frozen_only: false, out: Vec::new() };
     module.visit(&mut c);
     let mut out = std::collections::BTreeMap::new();
     for (name, t, dims) in c.out {
@@ -174,7 +221,7 @@ impl ModuleMapper for Load<'_> {
 /// parameter of the module must be present; returns the module and the number of tensors loaded.
 pub fn load_params<M: Module>(module: M, bytes: &[u8], file: &Path, device: &Device) -> Result<(M, usize)> {
     let (tensors, _) = deserialize(bytes, file)?;
-    let mut c = Collect { path: Vec::new(), trainable_only: true, out: Vec::new() };
+    let mut c = Collect { path: Vec::new(), trainable_only: true, frozen_only: false, out: Vec::new() };
     module.visit(&mut c);
     for (name, _, _) in &c.out {
         if !tensors.contains_key(name) {
@@ -199,6 +246,10 @@ pub fn save_checkpoint<M: Module>(out_dir: &Path, module: &M, optim: &AdamW, sta
     let all = list_checkpoints(out_dir)?;
     if all.len() > keep {
         for (_, old) in &all[..all.len() - keep] {
+            // Only real directories are pruned: a symlink named like a checkpoint is not ours.
+            if !std::fs::symlink_metadata(old).is_ok_and(|m| m.file_type().is_dir()) {
+                continue;
+            }
             std::fs::remove_dir_all(old).map_err(|e| EdaError::io(old, e))?;
         }
     }

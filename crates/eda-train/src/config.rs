@@ -100,7 +100,8 @@ pub enum DecayShape {
 
 /// Learning-rate schedule: warmup then decay, evaluated per optimiser step.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+// Unknown keys are errors: a misspelt key in `--config` would otherwise be silently ignored.
+#[serde(default, deny_unknown_fields)]
 pub struct ScheduleConfig {
     /// Peak learning rate (reference: 2e-4).
     pub lr: f64,
@@ -169,7 +170,8 @@ impl ScheduleConfig {
 
 /// AdamW hyper-parameters (decoupled weight decay, PyTorch semantics).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+// Unknown keys are errors: a misspelt key in `--config` would otherwise be silently ignored.
+#[serde(default, deny_unknown_fields)]
 pub struct AdamWParams {
     /// First-moment decay (0.9).
     pub beta1: f64,
@@ -189,7 +191,8 @@ impl Default for AdamWParams {
 
 /// Loss weights and normalisation (spec §3.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+// Unknown keys are errors: a misspelt key in `--config` would otherwise be silently ignored.
+#[serde(default, deny_unknown_fields)]
 pub struct LossConfig {
     /// Weight of the SmoothL1 feature regression (`v_w` = 1.0).
     pub w_reg: f64,
@@ -220,7 +223,8 @@ impl Default for LossConfig {
 /// assert!(cfg.validate().is_ok());
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default)]
+// Unknown keys are errors: a misspelt key in `--config` would otherwise be silently ignored.
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// Training stage. The trainer itself trains whatever requires a gradient; the stage is
     /// applied when the draft is built ([`stage1_draft`](crate::stage1_draft) /

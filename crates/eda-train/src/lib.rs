@@ -36,6 +36,7 @@
 
 #![warn(missing_docs)]
 
+pub mod bounds;
 pub mod batch;
 pub mod checkpoint;
 pub mod config;

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{build_batch, BatchPlan};
-use crate::checkpoint::{latest_checkpoint, load_checkpoint, save_checkpoint, TrainState};
+use crate::checkpoint::{frozen_fingerprint, latest_checkpoint, list_checkpoints, load_checkpoint, quarantine_checkpoint, save_checkpoint, TrainState};
 use crate::config::TrainConfig;
 use crate::loss::compute_loss;
 use crate::model::{tally_params, TrainableDraft};
@@ -62,7 +62,11 @@ pub struct StepMetrics {
 /// On [`train`](Trainer::train), the newest complete checkpoint in the output directory is
 /// loaded and training continues from it; the result is bit-identical (on CPU) to an
 /// uninterrupted run because the data order and noise of every micro-batch derive from
-/// `(seed, micro-batch index)`.
+/// `(seed, micro-batch index)`. A checkpoint that cannot be read is moved aside
+/// (`step-XXXXXXXX.corrupt`) and the next older one is used. A checkpoint written with other
+/// settings (any [`TrainConfig`] field except logging and checkpoint cadence), other training
+/// samples or other frozen weights is refused with [`EdaError::ResumeMismatch`] unless
+/// [`allow_changed_inputs`](DraftTrainer::allow_changed_inputs) is set.
 ///
 /// # Multi-GPU data parallelism
 ///
@@ -82,6 +86,7 @@ pub struct DraftTrainer<M: TrainableDraft> {
     model: Option<M>,
     stop_after: Option<usize>,
     show_progress: bool,
+    allow_changed_inputs: bool,
 }
 
 impl<M: TrainableDraft> std::fmt::Debug for DraftTrainer<M> {
@@ -100,13 +105,22 @@ impl<M: TrainableDraft> DraftTrainer<M> {
         // `fork` moves the tensors; `train` re-applies every parameter's configured
         // `require_grad` (a module built on a plain device records it without activating it).
         let model = model.fork(&device).train();
-        Ok(DraftTrainer { config, out_dir: out_dir.into(), device, model: Some(model), stop_after: None, show_progress: true })
+        Ok(DraftTrainer { config, out_dir: out_dir.into(), device, model: Some(model), stop_after: None, show_progress: true, allow_changed_inputs: false })
     }
 
     /// Stops (after writing a checkpoint) once `step` optimiser steps are done, as if the run
     /// had been interrupted there; the learning-rate schedule still spans the full run.
     pub fn stop_after(mut self, step: usize) -> Self {
         self.stop_after = Some(step);
+        self
+    }
+
+    /// Lets [`train`](Trainer::train) resume a checkpoint whose configuration, training data or
+    /// frozen parameters differ from this run's (the differences are logged and recorded in
+    /// `state.json`). Off by default: such a resume is refused with
+    /// [`EdaError::ResumeMismatch`], because it silently mixes two runs.
+    pub fn allow_changed_inputs(mut self, allow: bool) -> Self {
+        self.allow_changed_inputs = allow;
         self
     }
 
@@ -154,10 +168,50 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                 s.validate()?;
             }
         }
-        if data.iter().all(|s| s.len().min(self.config.max_len) < 2 || s.masked_tokens() == 0) {
-            return Err(EdaError::EmptyDataset("no sample has a masked token to predict (all loss masks are 0 or sequences shorter than 2)".into()));
+        eda_core::data::ensure_unique_ids(data, |i| format!("sample {i}"))?;
+        // Host memory is only known for the CPU backend; GPU memory is checked by the backend.
+        #[allow(deprecated)] // NdArray is the workspace's CPU backend (see eda_core::backend)
+        let on_cpu = self.device.clone().without_autodiff() == Device::ndarray();
+        if on_cpu {
+            let longest = data.iter().map(FeatureSample::len).max().unwrap_or(0).min(self.config.max_len);
+            crate::bounds::check_micro_batch(self.config.batch_size.min(data.len()), longest, h, v, crate::bounds::host_available_bytes())?;
+        }
+        // A position t trains only when t + 1 < min(len, max_len) and its loss mask is 1 (see
+        // `build_batch`), so truncation can leave a sample with nothing to learn.
+        let max_len = self.config.max_len;
+        let usable = |s: &FeatureSample| s.loss_mask[..s.len().min(max_len).saturating_sub(1)].iter().filter(|&&m| m != 0).count();
+        let empty = data.iter().filter(|s| usable(s) == 0).count();
+        if empty == data.len() {
+            let first_masked = data.iter().filter_map(|s| s.loss_mask.iter().position(|&m| m != 0)).min();
+            return Err(EdaError::EmptyDataset(match first_masked {
+                Some(p) => format!(
+                    "no sample has a loss-masked token within max_len = {max_len} (the earliest response token is at position {p}; raise --max-len above {})",
+                    p + 1
+                ),
+                None => "no sample has a masked token to predict (every loss mask is 0)".into(),
+            }));
+        }
+        if empty > 0 {
+            tracing::warn!(samples = empty, of = data.len(), max_len, "samples without a loss-masked token within max_len contribute nothing to the loss");
         }
         Ok(())
+    }
+
+    /// Differences between the run recorded in `state` and this one (configuration fields that
+    /// change the result, data and frozen-parameter hashes).
+    fn resume_differences(&self, state: &TrainState, data_sha: &str, frozen_sha: &str) -> Vec<String> {
+        let mut diff = config_differences(&state.config, &self.config);
+        if let Some(old) = &state.data_sha256 {
+            if old != data_sha {
+                diff.push(format!("training data: sha256 {} (checkpoint) vs {} (now)", &old[..old.len().min(16)], &data_sha[..16]));
+            }
+        }
+        if let Some(old) = &state.frozen_sha256 {
+            if old != frozen_sha {
+                diff.push(format!("frozen parameters (embedding / LM head / stage-1 shared group): sha256 {} (checkpoint) vs {} (now)", &old[..old.len().min(16)], &frozen_sha[..16]));
+            }
+        }
+        diff
     }
 
     fn prepare_metrics(&self, resume_step: usize) -> Result<std::fs::File> {
@@ -188,33 +242,36 @@ impl<M: TrainableDraft> Trainer for DraftTrainer<M> {
         let cfg = self.config.clone();
         let total = cfg.total_steps(data.len());
         let inner_device = self.device.clone().without_autodiff();
-        let mut model = self.model.take().expect("model present between steps");
+        let model = self.model.take().expect("model present between steps");
 
         // Resume.
-        let mut optim = AdamW::new(cfg.adamw.clone());
-        let mut state = TrainState { step: 0, micro_batches: 0, seed: cfg.seed, tokens: 0, last_loss: f64::NAN, last_top1: 0.0, config: cfg.clone() };
-        match latest_checkpoint(&self.out_dir) {
-            Ok(Some((step, dir))) => match load_checkpoint(&dir, model.clone(), cfg.adamw.clone(), &inner_device) {
-                Ok((m, o, s)) => {
-                    if s.seed != cfg.seed || s.config.batch_size != cfg.batch_size || s.config.grad_accum != cfg.grad_accum || s.config.stage != cfg.stage {
-                        tracing::warn!("resuming from {} written with a different seed/batch/stage; the run will not match an uninterrupted one", dir.display());
-                    }
-                    tracing::info!("resuming from {} (step {step})", dir.display());
-                    model = m;
-                    optim = o;
-                    state = TrainState { config: cfg.clone(), ..s };
-                }
-                Err(e) => {
-                    self.model = Some(model);
-                    return Err(e);
-                }
-            },
-            Ok(None) => {}
+        let fingerprints = eda_core::io::check_output_dir(&self.out_dir).and_then(|_| Ok((eda_core::data::fingerprint_samples(data), frozen_fingerprint(&model)?)));
+        let (data_sha, frozen_sha) = match fingerprints {
+            Ok(f) => f,
             Err(e) => {
                 self.model = Some(model);
                 return Err(e);
             }
-        }
+        };
+        let fresh = TrainState {
+            step: 0,
+            micro_batches: 0,
+            seed: cfg.seed,
+            tokens: 0,
+            last_loss: f64::NAN,
+            last_top1: 0.0,
+            config: cfg.clone(),
+            data_sha256: Some(data_sha.clone()),
+            frozen_sha256: Some(frozen_sha.clone()),
+            accepted_changes: vec![],
+        };
+        let (model, optim, state) = match self.resume(model, &inner_device, fresh, &data_sha, &frozen_sha) {
+            Ok(r) => r,
+            Err((model, e)) => {
+                self.model = Some(model);
+                return Err(e);
+            }
+        };
         let result = self.run_loop(data, &cfg, total, model, optim, state);
         match result {
             Ok((model, report)) => {
@@ -231,7 +288,83 @@ impl<M: TrainableDraft> Trainer for DraftTrainer<M> {
 
 type LoopResult<M> = std::result::Result<(M, TrainReport), (M, EdaError)>;
 
+/// Configuration fields that do not change the trained weights (how often to log or checkpoint,
+/// how many checkpoints to keep) and may differ on resume.
+const RESUME_NEUTRAL: [&str; 3] = ["log_every", "checkpoint_every", "keep_checkpoints"];
+
+/// `field: old vs new` for every configuration field (nested ones dotted) that differs, except
+/// [`RESUME_NEUTRAL`] ones.
+pub fn config_differences(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
+    fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
+        match (a.as_object(), b.as_object()) {
+            (Some(x), Some(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let name = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    if prefix.is_empty() && RESUME_NEUTRAL.contains(&k.as_str()) {
+                        continue;
+                    }
+                    let null = serde_json::Value::Null;
+                    walk(&name, x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), out);
+                }
+            }
+            _ if a != b => out.push(format!("{prefix}: {a} (checkpoint) vs {b} (now)")),
+            _ => {}
+        }
+    }
+    let (a, b) = (serde_json::to_value(old).unwrap_or_default(), serde_json::to_value(new).unwrap_or_default());
+    let mut out = Vec::new();
+    walk("", &a, &b, &mut out);
+    out
+}
+
 impl<M: TrainableDraft> DraftTrainer<M> {
+    /// Loads the newest readable checkpoint (moving unreadable newer ones aside) and checks that
+    /// it was written by the same run; returns `fresh` state when there is none.
+    fn resume(&self, model: M, inner_device: &Device, fresh: TrainState, data_sha: &str, frozen_sha: &str) -> std::result::Result<(M, AdamW, TrainState), (M, EdaError)> {
+        let cfg = &self.config;
+        let checkpoints = match list_checkpoints(&self.out_dir) {
+            Ok(c) => c,
+            Err(e) => return Err((model, e)),
+        };
+        let mut corrupt: Vec<(std::path::PathBuf, EdaError)> = Vec::new();
+        for (step, dir) in checkpoints.iter().rev() {
+            match load_checkpoint(dir, model.clone(), cfg.adamw.clone(), inner_device) {
+                Ok((m, o, s)) => {
+                    let diff = self.resume_differences(&s, data_sha, frozen_sha);
+                    if !diff.is_empty() {
+                        if !self.allow_changed_inputs {
+                            return Err((model, EdaError::ResumeMismatch { path: dir.clone(), differences: diff }));
+                        }
+                        tracing::warn!(checkpoint = %dir.display(), differences = %diff.join("; "), "resuming with changed settings or inputs (allowed explicitly); the result will not match an uninterrupted run");
+                    }
+                    for (bad, e) in &corrupt {
+                        match quarantine_checkpoint(bad) {
+                            Ok(to) => tracing::warn!(checkpoint = %bad.display(), moved_to = %to.display(), error = %e, "unreadable checkpoint set aside"),
+                            Err(e2) => return Err((m, e2)),
+                        }
+                    }
+                    tracing::info!("resuming from {} (step {step})", dir.display());
+                    let mut accepted = s.accepted_changes.clone();
+                    accepted.extend(diff);
+                    let state = TrainState { config: cfg.clone(), data_sha256: fresh.data_sha256, frozen_sha256: fresh.frozen_sha256, accepted_changes: accepted, ..s };
+                    return Ok((m, o, state));
+                }
+                Err(e) => {
+                    tracing::warn!(checkpoint = %dir.display(), error = %e, "checkpoint is unreadable; trying an older one");
+                    corrupt.push((dir.clone(), e));
+                }
+            }
+        }
+        match corrupt.into_iter().next() {
+            // Every checkpoint is unreadable: starting over would silently discard the run.
+            Some((_, e)) => Err((model, e)),
+            None => Ok((model, AdamW::new(cfg.adamw.clone()), fresh)),
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_loop(&self, data: &[FeatureSample], cfg: &TrainConfig, total: usize, mut model: M, mut optim: AdamW, mut state: TrainState) -> LoopResult<M> {
         macro_rules! tri {

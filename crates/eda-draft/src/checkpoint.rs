@@ -136,6 +136,11 @@ impl Store {
             Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             other => return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{other:?}") }),
         };
+        // A NaN/Inf weight makes every draft logit NaN: nothing is ever proposed and τ reads a
+        // plausible 1.00, so corrupt weights are refused here instead of surfacing as "no gain".
+        if let Some(i) = data.iter().position(|v| !v.is_finite()) {
+            return Err(EdaError::NonFinite(format!("tensor `{name}` in {} (element {i} is {})", self.path.display(), data[i])));
+        }
         Ok(Tensor::from_data(TensorData::new(data, expected), device))
     }
 

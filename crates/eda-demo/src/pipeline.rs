@@ -211,6 +211,7 @@ fn featurise(target: &mut Target, tokenizer: &Tokenizer, prompts: &[PromptRecord
             limit: None,
             dtype: FeatureDType::F32,
             batch_size: eda_regen::DEFAULT_BATCH_SIZE,
+            allow_changed_inputs: false,
         };
         let summary = regenerate_dataset(target, tokenizer, prompts, &rc, None, dir)?;
         tracing::info!(label, new = summary.new_samples, skipped = summary.new_skipped, response_tokens = summary.response_tokens, seconds = summary.seconds, "featurised");

@@ -283,6 +283,7 @@ fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cf
             limit: None,
             dtype: FeatureDType::F32,
             batch_size: cfg.regen_batch_size,
+            allow_changed_inputs: false,
         };
         let summary = regenerate_dataset(target, tok, prompts, &rc, None, dir)?;
         tracing::info!(new = summary.new_samples, response_tokens = summary.response_tokens, seconds = summary.seconds, "regenerated");

@@ -25,6 +25,7 @@
 
 #![warn(missing_docs)]
 
+pub mod integrity;
 pub mod pipeline;
 pub mod prompts;
 pub mod regenerator;

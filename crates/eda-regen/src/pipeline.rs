@@ -12,7 +12,11 @@
 //! A rerun with the same [`RegenSettings`] skips every prompt listed in a completed shard (or
 //! recorded as skipped) and appends new shards; a run killed mid-shard loses only the samples of
 //! the unfinished shard, which the rerun redoes. Different settings are rejected with
-//! [`EdaError::InvalidConfig`] naming the differing fields. `limit` and `shard_size` are not
+//! [`EdaError::InvalidConfig`] naming the differing fields. Each shard's size and content hash and
+//! each prompt's content hash are recorded: a missing, truncated or altered shard is moved aside
+//! and its prompts are redone, and a prompt that changed or disappeared from the prompts file is
+//! an [`EdaError::ResumeMismatch`] unless [`RegenConfig::allow_changed_inputs`] is set (see
+//! [`integrity`](crate::integrity)). `limit` and `shard_size` are not
 //! settings: a run with `limit = k` followed by a full run yields the same samples, in dataset
 //! order, as one full run (with sampling, each prompt's seed is derived from the configured seed
 //! and the prompt's id, so it does not depend on which run handles it).
@@ -22,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use eda_core::backend::to_vec_f32;
-use eda_core::data::{write_shard, FeatureDType, FeatureSample};
+use eda_core::data::{FeatureDType, FeatureSample};
 use eda_core::{EdaError, GenerationConfig, ModelInfo, Regenerator, Result, TargetModel, TokenId};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -109,6 +113,10 @@ pub struct RegenConfig {
     /// [`TargetModel::hidden_batch`]). Not a setting: outputs do not depend on it (on the CPU
     /// backend they are bit-identical for every batch size), so a resumed run may change it.
     pub batch_size: usize,
+    /// Resume even when prompts already answered are missing from `prompts` or changed (by
+    /// default refused with [`EdaError::ResumeMismatch`]: the output would mix two datasets).
+    /// Not a setting.
+    pub allow_changed_inputs: bool,
 }
 
 /// Default [`RegenConfig::batch_size`].
@@ -131,6 +139,7 @@ impl Default for RegenConfig {
             limit: None,
             dtype: FeatureDType::F32,
             batch_size: DEFAULT_BATCH_SIZE,
+            allow_changed_inputs: false,
         }
     }
 }
@@ -173,6 +182,19 @@ pub struct ShardRecord {
     pub tokens: usize,
     /// Tokens with loss mask 1.
     pub masked_tokens: usize,
+    /// Size of the shard file in bytes (checked on resume; absent in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// [`fingerprint_samples`](eda_core::data::fingerprint_samples) of the shard's samples
+    /// (checked on resume; absent in older manifests). A hash of the *content*, not of the file's
+    /// bytes: safetensors writes its metadata in hash-map order, so equal shards may differ in
+    /// byte order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_sha256: Option<String>,
+    /// [`prompt_sha256`](crate::integrity::prompt_sha256) of each sample's prompt, aligned with
+    /// `ids` (compared with the prompts file on resume).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub prompt_sha256: Vec<String>,
 }
 
 /// A prompt that produced no sample.
@@ -182,6 +204,9 @@ pub struct SkippedPrompt {
     pub id: String,
     /// Why.
     pub reason: String,
+    /// [`prompt_sha256`](crate::integrity::prompt_sha256) of the prompt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<String>,
 }
 
 /// `manifest.json`: what a regeneration run produced.
@@ -371,6 +396,8 @@ pub fn regenerate_dataset(
         dtype: cfg.dtype,
     };
 
+    eda_core::io::check_output_dir(out_dir)?;
+    eda_core::io::clean_stale_temp_files(out_dir);
     let manifest_path = out_dir.join(MANIFEST_FILE);
     let mut manifest = if manifest_path.exists() {
         let mut m = Manifest::load(&manifest_path)?;
@@ -382,16 +409,15 @@ pub fn regenerate_dataset(
                 if diff.is_empty() { "settings differ".to_string() } else { diff.join("; ") }
             )));
         }
-        let before = m.shards.len();
-        m.shards.retain(|s| {
-            let ok = out_dir.join(&s.file).exists();
-            if !ok {
-                tracing::warn!(file = %s.file, "shard listed in the manifest is missing; its prompts will be redone");
-            }
-            ok
-        });
-        if m.shards.len() != before {
+        if crate::integrity::drop_bad_shards(&mut m, out_dir)? > 0 {
             recount(&mut m);
+        }
+        let changed = crate::integrity::prompt_differences(&m, prompts);
+        if !changed.is_empty() {
+            if !cfg.allow_changed_inputs {
+                return Err(EdaError::ResumeMismatch { path: manifest_path.clone(), differences: changed });
+            }
+            tracing::warn!(differences = %changed.join("; "), "resuming with a changed prompts file (allowed explicitly)");
         }
         tracing::info!(samples = m.samples, shards = m.shards.len(), skipped = m.skipped.len(), "resuming from {}", manifest_path.display());
         m
@@ -435,7 +461,7 @@ pub fn regenerate_dataset(
     let mut new_skipped = 0usize;
     let mut shards_written = 0usize;
     let mut response_tokens = 0usize;
-    let mut buffer: Vec<(FeatureSample, String)> = Vec::new();
+    let mut buffer: Vec<(FeatureSample, String, String)> = Vec::new();
     let mut pending_skips: Vec<SkippedPrompt> = Vec::new();
     let mut total_tokens = 0usize;
 
@@ -456,12 +482,12 @@ pub fn regenerate_dataset(
                     tracing::debug!(id = %p.record.id, tokens = sample.len(), response_tokens = resp_len, "sample done");
                     let resp_text = tokenizer.decode(&sample.input_ids[sample.len() - resp_len..], true).unwrap_or_default();
                     let sharegpt = sharegpt_record(p.record, system, &resp_text);
-                    buffer.push((sample, sharegpt));
+                    buffer.push((sample, sharegpt, crate::integrity::prompt_sha256(p.record)));
                 }
                 Outcome::Skipped(reason) => {
                     tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
                     new_skipped += 1;
-                    pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason });
+                    pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason, prompt_sha256: Some(crate::integrity::prompt_sha256(p.record)) });
                 }
             }
             bar.inc(1);
@@ -522,12 +548,21 @@ fn sharegpt_record(r: &PromptRecord, system: Option<&str>, response: &str) -> St
     serde_json::json!({"id": r.id, "conversations": conv}).to_string()
 }
 
-fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String)>, skips: &mut Vec<SkippedPrompt>, out_dir: &Path, dtype: FeatureDType) -> Result<()> {
+fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String, String)>, skips: &mut Vec<SkippedPrompt>, out_dir: &Path, dtype: FeatureDType) -> Result<()> {
     let index = manifest.next_shard_index;
     let file = format!("shard-{index:05}.safetensors");
     let responses_file = format!("shard-{index:05}.responses.jsonl");
-    let (samples, lines): (Vec<FeatureSample>, Vec<String>) = std::mem::take(buffer).into_iter().unzip();
-    write_shard(&out_dir.join(&file), &samples, dtype)?;
+    let mut samples = Vec::with_capacity(buffer.len());
+    let mut lines = Vec::with_capacity(buffer.len());
+    let mut prompt_sha256 = Vec::with_capacity(buffer.len());
+    for (s, l, h) in std::mem::take(buffer) {
+        samples.push(s);
+        lines.push(l);
+        prompt_sha256.push(h);
+    }
+    // The recorded size and hash let a resumed run tell a complete shard from a damaged one.
+    let shard_bytes = eda_core::data::shard_to_bytes(&samples, dtype)?;
+    eda_core::io::atomic_write(&out_dir.join(&file), &shard_bytes)?;
     let mut text = lines.join("\n");
     text.push('\n');
     eda_core::io::atomic_write(&out_dir.join(&responses_file), text.as_bytes())?;
@@ -537,6 +572,9 @@ fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String)>, ski
         ids: samples.iter().map(|s| s.id.clone()).collect(),
         tokens: samples.iter().map(FeatureSample::len).sum(),
         masked_tokens: samples.iter().map(FeatureSample::masked_tokens).sum(),
+        bytes: Some(shard_bytes.len() as u64),
+        content_sha256: Some(eda_core::data::fingerprint_samples(&samples)),
+        prompt_sha256,
     };
     manifest.samples += record.ids.len();
     manifest.tokens += record.tokens;

@@ -116,6 +116,8 @@ pub fn load_prompts(path: &Path) -> Result<Vec<PromptRecord>> {
 /// assert_eq!(records[1].id, "b");
 /// ```
 pub fn parse_prompts(text: &str, path: &Path) -> Result<(Vec<PromptRecord>, PromptFormat)> {
+    // Editors on Windows start UTF-8 files with a byte-order mark; it is not part of the JSON.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let trimmed = text.trim_start();
     let (records, format) = if trimmed.starts_with('[') {
         let values: Vec<Value> = serde_json::from_str(trimmed).map_err(|e| EdaError::MalformedData {

@@ -126,6 +126,10 @@ pub struct Args {
     /// Timeout of one server request, in seconds.
     #[arg(long, default_value_t = 600)]
     pub server_timeout: u64,
+    /// Resume `--out` even though prompts it already answered changed or are missing from
+    /// `--prompts` (by default refused, naming them: the output would mix two datasets).
+    #[arg(long)]
+    pub allow_changed_inputs: bool,
 }
 
 fn detect_template(args: &Args, tokenizer_path: &Path) -> eda_core::Result<ChatTemplate> {
@@ -184,6 +188,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
             Dtype::F32 => FeatureDType::F32,
             Dtype::Bf16 => FeatureDType::BF16,
         },
+        allow_changed_inputs: args.allow_changed_inputs,
     };
     let mut remote = match (&args.server_url, &args.server_model) {
         (Some(url), Some(model)) => {

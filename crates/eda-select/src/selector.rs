@@ -201,20 +201,24 @@ impl MahalanobisSelector {
         Ok(())
     }
 
-    fn scored_positions(&self, s: &FeatureSample) -> Vec<usize> {
+    /// Positions of `s` that are scored. A sample without any (an all-zero loss mask under the
+    /// `response` filter) is an error: scoring its prompt positions instead would rank it by a
+    /// different quantity than every other sample.
+    fn scored_positions(&self, s: &FeatureSample) -> Result<Vec<usize>> {
         let p = self.config.positions.positions(s);
         if p.is_empty() {
-            tracing::debug!(sample = %s.id, "no positions selected by the filter; scoring all positions");
-            (0..s.len()).collect()
-        } else {
-            p
+            return Err(EdaError::EmptyDataset(format!(
+                "sample `{}` has no position selected by the `{}` filter (its loss mask is all zero); drop it or score with --positions all",
+                s.id, self.config.positions
+            )));
         }
+        Ok(p)
     }
 
     /// Per-token distances of every sample at its scored positions (batched across samples).
     pub fn token_distances(&self, samples: &[FeatureSample]) -> Result<Vec<Vec<f64>>> {
         self.check(samples, "candidate")?;
-        let positions: Vec<Vec<usize>> = samples.iter().map(|s| self.scored_positions(s)).collect();
+        let positions: Vec<Vec<usize>> = samples.iter().map(|s| self.scored_positions(s)).collect::<Result<_>>()?;
         let rows: Vec<&[f32]> =
             samples.iter().zip(&positions).flat_map(|(s, p)| p.iter().map(move |&t| s.hidden_row(t))).collect();
         let flat = self.model.distances_batched(&rows, self.config.batch_tokens)?;
@@ -232,7 +236,7 @@ impl MahalanobisSelector {
         match self.config.pooling {
             Pooling::PoolThenDistance => {
                 self.check(samples, "candidate")?;
-                let means: Vec<Vec<f64>> = samples.iter().map(|s| mean_feature(s, &self.scored_positions(s))).collect();
+                let means: Vec<Vec<f64>> = samples.iter().map(|s| Ok(mean_feature(s, &self.scored_positions(s)?))).collect::<Result<_>>()?;
                 self.model.distances_f64(&means)
             }
             pooling => Ok(self.token_distances(samples)?.iter().map(|d| pooling.pool(d)).collect()),
@@ -319,8 +323,8 @@ impl SampleSelector for KeepAll {
 pub trait SelectionExt: SampleSelector {
     /// Ranks all samples (via [`select`](SampleSelector::select) with fraction 1) and keeps the
     /// longest prefix of the ranking whose total length (`FeatureSample::len`, all positions,
-    /// which is what training processes) fits in `budget_tokens`. The best sample is always kept,
-    /// even if it alone exceeds the budget.
+    /// which is what training processes) fits in `budget_tokens`. The budget is never exceeded:
+    /// when even the best-ranked sample is longer, the result is [`EdaError::InvalidArgument`].
     ///
     /// ```
     /// use eda_core::data::FeatureSample;
@@ -337,11 +341,18 @@ pub trait SelectionExt: SampleSelector {
         let mut keep = 0usize;
         for &i in &sel.indices {
             let len = samples[i].len();
-            if keep > 0 && used + len > budget_tokens {
+            // The budget is a hard bound: even the best-ranked sample is dropped if it exceeds it.
+            if used + len > budget_tokens {
                 break;
             }
             used += len;
             keep += 1;
+        }
+        if keep == 0 {
+            let best = sel.indices.first().map_or(0, |&i| samples[i].len());
+            return Err(EdaError::InvalidArgument(format!(
+                "token budget {budget_tokens} is smaller than the best-ranked sample ({best} tokens): nothing fits; raise --token-budget"
+            )));
         }
         sel.indices.truncate(keep);
         Ok(sel)

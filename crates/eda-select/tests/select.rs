@@ -252,8 +252,8 @@ fn token_budget() {
     assert_eq!(b.indices[..], full.indices[..b.indices.len()]);
     let next = full.indices[b.indices.len()];
     assert!(used + cands[next].len() > budget);
-    // The best sample is kept even when it alone exceeds the budget.
-    assert_eq!(sel.select_by_tokens(&cands, 1).unwrap().indices, vec![full.indices[0]]);
+    // The budget is a hard bound: a budget smaller than the best sample keeps nothing (an error).
+    assert!(matches!(sel.select_by_tokens(&cands, 1), Err(EdaError::InvalidArgument(_))));
     assert!(matches!(sel.select_by_tokens(&cands, 0), Err(EdaError::InvalidArgument(_))));
 }
 
@@ -397,3 +397,20 @@ fn blocked_kernels_at_width_above_block_size() {
     }
 }
 
+
+#[test]
+fn an_all_zero_loss_mask_is_an_error_not_scored_on_every_position() {
+    let sel = toy_selector(4, Pooling::Mean);
+    let mut cands = toy(14, 6, 4, 1.0);
+    cands[2].loss_mask.iter_mut().for_each(|m| *m = 0);
+    match sel.select(&cands, 0.5) {
+        Err(EdaError::EmptyDataset(m)) => assert!(m.contains("c2"), "{m}"),
+        other => panic!("expected EmptyDataset naming c2, got {other:?}"),
+    }
+    let pooled = toy_selector(4, Pooling::PoolThenDistance);
+    assert!(matches!(pooled.select(&cands, 0.5), Err(EdaError::EmptyDataset(_))));
+    // Scoring every position is still available explicitly.
+    let stats = FeatureStats::fit(&toy(11, 40, 4, 0.0), &FitConfig::default()).unwrap();
+    let all = MahalanobisSelector::from_stats(&stats, ScoreConfig { positions: PositionFilter::All, ..Default::default() }).unwrap();
+    assert_eq!(all.select(&cands, 0.5).unwrap().indices.len(), 3);
+}

@@ -153,12 +153,32 @@ fn shard_paths(spec: &str) -> eda_core::Result<Vec<PathBuf>> {
 
 fn read_all(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
     let mut all = Vec::new();
-    for p in paths {
+    let mut origin = Vec::new();
+    for (k, p) in paths.iter().enumerate() {
         let s = read_shard(p)?;
         tracing::info!(shard = %p.display(), samples = s.len(), "read shard");
+        origin.extend(std::iter::repeat_n(k, s.len()));
         all.extend(s);
     }
+    // A sample read twice would be scored, ranked and kept twice.
+    eda_core::data::ensure_unique_ids(&all, |i| paths[origin[i]].display().to_string())?;
     Ok(all)
+}
+
+/// Refuses an `--out` whose files would replace one of the input shards (for example `--out`
+/// equal to the `--shards` directory after an earlier run wrote `selected.safetensors` there).
+fn check_out_vs_inputs(out: &Path, inputs: &[PathBuf]) -> eda_core::Result<()> {
+    let canon = |p: &Path| std::fs::canonicalize(p).ok();
+    for name in ["selected.safetensors", "stats.safetensors"] {
+        let Some(o) = canon(&out.join(name)) else { continue };
+        if inputs.iter().any(|i| canon(i).as_deref() == Some(o.as_path())) {
+            return Err(EdaError::InvalidArgument(format!(
+                "--out {} would overwrite the input shard {name} (it is also read as a candidate or base shard); use another --out",
+                out.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Summary of the statistics used, recorded in `selection.json`.
@@ -206,7 +226,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     if args.fraction.is_none() && args.token_budget.is_none() {
         return Err(EdaError::InvalidArgument("give --fraction or --token-budget".into()));
     }
+    eda_core::io::check_output_dir(&args.out)?;
+    eda_core::io::clean_stale_temp_files(&args.out);
     let cand_paths = shard_paths(&args.shards)?;
+    check_out_vs_inputs(&args.out, &cand_paths)?;
+    if let Some(spec) = &args.base_shards {
+        check_out_vs_inputs(&args.out, &shard_paths(spec)?)?;
+    }
     let candidates = read_all(&cand_paths)?;
     if candidates.is_empty() {
         return Err(EdaError::EmptyDataset(format!("no samples in `{}`", args.shards)));
@@ -328,7 +354,53 @@ pub fn run(args: Args) -> eda_core::Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::wildcard;
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    fn shard(path: &Path, ids: &[&str]) {
+        let samples: Vec<FeatureSample> = ids.iter().map(|id| FeatureSample::new(*id, vec![1, 2, 3], vec![0.25; 6], 2, vec![0, 1, 1]).unwrap()).collect();
+        write_shard(path, &samples, FeatureDType::F32).unwrap();
+    }
+
+    #[test]
+    fn select_refuses_duplicate_ids_and_its_own_output_as_input() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cands");
+        shard(&dir.join("a.safetensors"), &["x", "y"]);
+        shard(&dir.join("b.safetensors"), &["z"]);
+        let d = dir.to_str().unwrap().to_string();
+        let parse = |out: &str| Cli::try_parse_from(["eda", "--shards", &d, "--method", "all", "--fraction", "1", "--out", out]).unwrap().args;
+        // --out equal to --shards: the first run is fine, the second would read selected.safetensors back.
+        run(parse(&d)).unwrap();
+        assert!(matches!(run(parse(&d)), Err(EdaError::InvalidArgument(m)) if m.contains("overwrite")));
+        // The same samples present twice under another name are caught by their ids.
+        std::fs::rename(dir.join("selected.safetensors"), dir.join("c.safetensors")).unwrap();
+        let other = root.path().join("out");
+        match run(parse(other.to_str().unwrap())) {
+            Err(EdaError::DuplicateId { id, .. }) => assert_eq!(id, "x"),
+            r => panic!("expected DuplicateId, got {r:?}"),
+        }
+    }
+
+    #[test]
+    fn token_budget_smaller_than_every_sample_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        let f = root.path().join("a.safetensors");
+        shard(&f, &["x", "y"]);
+        let out = root.path().join("out");
+        let cli = Cli::try_parse_from(["eda", "--shards", f.to_str().unwrap(), "--method", "all", "--token-budget", "2", "--out", out.to_str().unwrap()]).unwrap();
+        assert!(matches!(run(cli.args), Err(EdaError::InvalidArgument(_))));
+        assert!(!out.join("selected.safetensors").exists());
+        let cli = Cli::try_parse_from(["eda", "--shards", f.to_str().unwrap(), "--method", "all", "--token-budget", "3", "--out", out.to_str().unwrap()]).unwrap();
+        run(cli.args).unwrap();
+        assert_eq!(read_shard(&out.join("selected.safetensors")).unwrap().len(), 1);
+    }
 
     #[test]
     fn wildcard_matching() {

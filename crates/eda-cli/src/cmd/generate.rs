@@ -200,6 +200,20 @@ pub(crate) fn tok_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
     EdaError::Tokenizer { path: path.to_path_buf(), message: e.to_string() }
 }
 
+/// Says so when generation ended because the sequence reached the model's maximum positions
+/// rather than at a stop token or `--max-new-tokens` (otherwise the cut looks like a normal end).
+pub(crate) fn position_limit_note(prompt_len: usize, generated: &[TokenId], cfg: &GenerationConfig, max_positions: usize) -> Option<String> {
+    let stopped = generated.last().is_some_and(|t| cfg.stop_tokens.contains(t));
+    if stopped || generated.len() >= cfg.max_new_tokens || prompt_len + generated.len() < max_positions {
+        return None;
+    }
+    Some(format!(
+        "warning: stopped at the model's maximum of {max_positions} positions (prompt {prompt_len} + generated {} tokens), before --max-new-tokens {} or a stop token",
+        generated.len(),
+        cfg.max_new_tokens
+    ))
+}
+
 /// Runs `eda generate`.
 pub fn run(args: Args) -> Result<()> {
     let mut l = load(&args.decode)?;
@@ -225,8 +239,12 @@ pub fn run(args: Args) -> Result<()> {
             eprint!(" [τ {:.2}]", tau_per_cycle(m));
         }
     };
+    let max_pos = l.target.info().max_position_embeddings;
     let out = l.strategy.generate_streaming(l.target.as_mut(), l.draft.as_mut(), &prompt, &l.cfg, &mut on_commit)?;
     println!();
+    if let Some(note) = position_limit_note(prompt.len(), &out.tokens, &l.cfg, max_pos) {
+        eprintln!("{note}");
+    }
     if let Some(report) = l.strategy.choice_report() {
         eprint!("{report}");
     }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
-use eda_core::data::{read_shard, FeatureSample};
+use eda_core::data::FeatureSample;
 use eda_core::{EdaError, ModelInfo, Trainer};
 use eda_draft::EdaDraftConfig;
 use eda_train::{DraftTrainer, LossNorm, NoiseConfig, PrivateInit, Stage, Stage2Freeze, TrainConfig, WarmupShape};
@@ -132,8 +132,8 @@ pub struct Args {
     /// AdamW weight decay.
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Global gradient-norm clip (0 disables).
-    #[arg(long)]
+    /// Global gradient-norm clip (0 disables; negative values are rejected).
+    #[arg(long, allow_hyphen_values = true)]
     pub grad_clip: Option<f64>,
     /// Input-feature noise kind.
     #[arg(long, value_enum)]
@@ -156,6 +156,11 @@ pub struct Args {
     /// Checkpoint every N steps (0: only at the end).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
+    /// Resume a checkpoint in `--out` even though its settings, training data or frozen
+    /// weights differ from this run's (by default such a resume is refused, naming the
+    /// differences, because it mixes two runs into one draft).
+    #[arg(long)]
+    pub allow_changed_inputs: bool,
     /// Device (`cpu`, `wgpu`, `cuda`, `cuda:N`); default: `EDA_DEVICE` or the best compiled in.
     #[arg(long)]
     pub device: Option<String>,
@@ -204,6 +209,10 @@ fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
         c.adamw.weight_decay = v;
     }
     if let Some(v) = args.grad_clip {
+        // Only an explicit 0 disables clipping; a negative or NaN value is a typo, not "off".
+        if !(v >= 0.0 && v.is_finite()) {
+            return Err(EdaError::InvalidArgument(format!("--grad-clip must be a finite number >= 0 (0 disables clipping), got {v}")));
+        }
         c.grad_clip = if v > 0.0 { Some(v) } else { None };
     }
     if let Some(kind) = args.noise {
@@ -262,10 +271,8 @@ fn load_features(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
             files.push(p.clone());
         }
     }
-    let mut out = Vec::new();
-    for f in &files {
-        out.extend(read_shard(f)?);
-    }
+    // Sample ids must be unique across files: a shard named twice would be trained on twice.
+    let out = eda_core::data::read_shards(&files)?;
     if out.is_empty() {
         return Err(EdaError::EmptyDataset(format!("no feature samples in {paths:?}")));
     }
@@ -299,6 +306,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         None => eda_core::backend::default_device()?,
     };
     let cfg = build_config(&args)?;
+    eda_core::io::check_output_dir(&args.out)?;
+    eda_core::io::clean_stale_temp_files(&args.out);
     let data = load_features(&args.features)?;
     tracing::info!(samples = data.len(), tokens = data.iter().map(|s| s.len()).sum::<usize>(), "features loaded");
 
@@ -354,7 +363,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         ratio_with_embedding = counts.trainable_ratio_with_embedding(),
         "draft parameters (trainable share without / with embedding)"
     );
-    let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?;
+    let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?.allow_changed_inputs(args.allow_changed_inputs);
     let report = trainer.train(&data)?;
     println!(
         "{} steps, final loss {:.4}, top-1 {:.3}; {} tokens in {:.1}s ({:.0} tokens/s); {} of {} parameters trained; draft: {}",
@@ -408,6 +417,15 @@ mod tests {
             bytes.extend_from_slice(&x.to_le_bytes());
         }
         std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
+    }
+
+    #[test]
+    fn grad_clip_must_be_non_negative() {
+        let parse = |v: &str| Cli::try_parse_from(["eda", "--features", "f", "--target", "t", "--out", "o", "--grad-clip", v]).unwrap().args;
+        assert!(matches!(build_config(&parse("-1")), Err(EdaError::InvalidArgument(_))));
+        assert!(matches!(build_config(&parse("NaN")), Err(EdaError::InvalidArgument(_))));
+        assert_eq!(build_config(&parse("0")).unwrap().grad_clip, None);
+        assert_eq!(build_config(&parse("0.25")).unwrap().grad_clip, Some(0.25));
     }
 
     #[test]

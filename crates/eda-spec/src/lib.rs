@@ -59,7 +59,7 @@ pub use chain::{Autoregressive, ChainStrategy};
 pub use eval::{evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport, PromptReport, SpeedupMeasurement};
 pub use lm_draft::LmDraft;
 pub use session::CommitCallback;
-pub use tree::TreeStrategy;
+pub use tree::{TreeStrategy, MAX_TREE_DEPTH, MAX_TREE_NODES, MAX_TREE_TOP_K};
 
 /// A [`DecodingStrategy`] with a name, a drafting size and a streaming entry point.
 pub trait SpeculativeStrategy: DecodingStrategy {

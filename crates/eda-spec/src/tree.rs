@@ -91,7 +91,41 @@ fn top_k(values: &[f32], k: usize) -> Vec<usize> {
     idx
 }
 
+/// Largest accepted [`TreeStrategy::top_k`]: every drafting level evaluates `top_k` draft rows
+/// over the vocabulary and keeps `top_k²` candidates, so this bounds the per-level memory
+/// (256 rows × 152k vocabulary × 4 B ≈ 155 MB) and time. EAGLE-2 uses 10.
+pub const MAX_TREE_TOP_K: usize = 256;
+/// Largest accepted [`TreeStrategy::total_tokens`]: the target verifies that many nodes in one
+/// pass with a `nodes × (context + nodes)` attention mask. EAGLE-2 uses 60.
+pub const MAX_TREE_NODES: usize = 1024;
+/// Largest accepted [`TreeStrategy::depth`].
+pub const MAX_TREE_DEPTH: usize = 64;
+
 impl TreeStrategy {
+    /// Checks the tree size against fixed bounds and the draft vocabulary *before* anything is
+    /// allocated; the error names the `eda` flag and the bound. (The target's maximum positions
+    /// need no bound here: the drafted depth is already capped by the positions left, and node
+    /// positions are depths, not node counts.)
+    ///
+    /// ```
+    /// use eda_spec::TreeStrategy;
+    /// assert!(TreeStrategy::default().check_bounds(1000).is_ok());
+    /// let huge = TreeStrategy { top_k: 1_000_000, ..TreeStrategy::default() };
+    /// assert!(matches!(huge.check_bounds(1000), Err(eda_core::EdaError::ResourceLimit { .. })));
+    /// ```
+    pub fn check_bounds(&self, vocab: usize) -> Result<()> {
+        let limit = |what: &str, value: usize, bound: usize, why: String| -> Result<()> {
+            if value > bound {
+                return Err(EdaError::ResourceLimit { what: what.into(), value: value as u128, bound: bound as u128, why });
+            }
+            Ok(())
+        };
+        let k_bound = MAX_TREE_TOP_K.min(vocab);
+        limit("--top-k (tree top_k)", self.top_k, k_bound, format!("the smaller of the draft vocabulary ({vocab}) and the tree limit {MAX_TREE_TOP_K}"))?;
+        limit("--total-tokens (tree nodes)", self.total_tokens, MAX_TREE_NODES, "the tree limit: one verification pass attends over a nodes × (context + nodes) mask".into())?;
+        limit("--depth (tree depth)", self.depth, MAX_TREE_DEPTH, "the tree depth limit".into())
+    }
+
     fn validate(&self) -> Result<()> {
         if self.top_k == 0 {
             return Err(EdaError::InvalidArgument("tree strategy: top_k must be at least 1".into()));
@@ -203,6 +237,7 @@ impl TreeStrategy {
         callback: Option<CommitCallback<'_>>,
     ) -> Result<GenerationOutput> {
         self.validate()?;
+        self.check_bounds(draft.info().vocab_size)?;
         let mut s = Session::start(target, draft, prompt, cfg, true, callback)?;
         while !s.done {
             let levels = (self.depth + 1).min(s.budget());

@@ -382,3 +382,31 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
     report.write_json(&dir.path().join("m.json")).unwrap();
     assert!(evaluate(&mut target, &mut draft, &mut strategy, &[], &greedy(4)).is_err());
 }
+
+#[test]
+fn oversized_trees_are_refused_before_any_allocation() {
+    let d = device();
+    let mut target = ToyLm::random(16, 64, 2.0, 1, &d);
+    let mut draft = LmDraft::new(Box::new(target.clone()));
+    let cfg = greedy(4);
+    let cases = [
+        (TreeStrategy { depth: 5, top_k: 1_000_000, total_tokens: 60 }, "--top-k", 16u128),
+        (TreeStrategy { depth: 5, top_k: 17, total_tokens: 60 }, "--top-k", 16),
+        (TreeStrategy { depth: 5, top_k: 4, total_tokens: 100_000 }, "--total-tokens", 1024),
+        (TreeStrategy { depth: 1_000, top_k: 4, total_tokens: 8 }, "--depth", 64),
+    ];
+    for (tree, flag, want) in cases {
+        let start = std::time::Instant::now();
+        match run(&Strategy::Tree(tree.clone()), &mut target, &mut draft, &[1], &cfg, Verify::Lossless) {
+            Err(EdaError::ResourceLimit { what, bound, .. }) => {
+                assert!(what.starts_with(flag), "{tree:?}: {what}");
+                assert_eq!(bound, want, "{tree:?}");
+            }
+            other => panic!("{tree:?}: expected ResourceLimit, got {other:?}"),
+        }
+        assert!(start.elapsed().as_secs_f64() < 5.0, "the bound is checked before drafting");
+    }
+    // top_k at its bound still decodes.
+    let ok = TreeStrategy { depth: 2, top_k: 16, total_tokens: 24 };
+    assert!(run(&Strategy::Tree(ok), &mut target, &mut draft, &[1], &cfg, Verify::Lossless).is_ok());
+}

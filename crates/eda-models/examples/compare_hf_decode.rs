@@ -16,7 +16,8 @@
 //! Arguments: `--model DIR` (an existing HF checkpoint, e.g. one written by `eda convert`,
 //! instead of a random model), `--small` (small config), `--device DEV` (torch device passed to the python side as
 //! `--device DEV`, default `cpu`), `--threads N` (torch threads, default 2), `--rounds N`
-//! (alternating Rust/HF measurement rounds, default 2), `--prompt N` (64), `--decode N` (32).
+//! (alternating Rust/HF measurement rounds, default 2), `--prompt N` (64), `--decode N` (32),
+//! `--json FILE` (also write the figures as JSON, for `scripts/gpu-check.sh`).
 //! Environment: `EDA_DEVICE` (burn device, see `eda_core::backend::default_device`),
 //! `EDA_TORCH_PYTHON` (a python with torch + transformers; without it the HF column is skipped
 //! with a message), `EDA_NO_FAST_DECODE=1` (measure the plain burn path instead of the CPU host
@@ -221,10 +222,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| {name} | eda Target (burn) | HF transformers eager | HF/Rust time ratio |");
     println!("|---|---:|---:|---:|");
+    let mut report = serde_json::json!({
+        "shape": name, "burn_device": format!("{device:?}"), "prompt_tokens": prompt_len, "decode_tokens": decode,
+        "eda": {"decode_ms_per_token": rust_ms, "decode_tokens_per_s": 1e3 / rust_ms, "prefill_s": rust_pf,
+                "prefill_tokens_per_s": prompt_len as f64 / rust_pf},
+        "hf": serde_json::Value::Null, "hf_skipped": hf_error.clone().or_else(|| py.is_none().then(|| "EDA_TORCH_PYTHON not set".to_string())),
+    });
+    let write_json = |report: &serde_json::Value| -> std::io::Result<()> {
+        if let Some(path) = opt("--json") {
+            std::fs::write(&path, serde_json::to_string_pretty(report)? + "\n")?;
+            println!("wrote {path}");
+        }
+        Ok(())
+    };
     if hf_rounds.is_empty() {
         println!("| decode ms/token (median) | {rust_ms:.2} | - | - |");
         println!("| decode tokens/s | {:.2} | - | - |", 1e3 / rust_ms);
         println!("| prefill {prompt_len} tokens, s | {rust_pf:.3} | - | - |");
+        write_json(&report)?;
         return Ok(());
     }
     let all_hf: Vec<f64> = hf_rounds.iter().flat_map(|h| h.step_ms.clone()).collect();
@@ -248,13 +263,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("rust tokens: {rust_tokens:?}");
     println!("hf   tokens: {:?}", h.tokens);
+    let mut logits_err = serde_json::Value::Null;
     if rust_logits.len() == h.logits.len() {
         let max_abs = rust_logits.iter().zip(&h.logits).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         let scale = h.logits.iter().map(|x| x.abs()).fold(0f32, f32::max);
         let mut sorted = h.logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
         println!("last-position prefill logits: max |rust - hf| = {max_abs:.3e} (max |logit| {scale:.3e}; HF top-1 margin {:.3e})", sorted[0] - sorted[1]);
+        logits_err = serde_json::json!(max_abs);
     }
+    report["hf"] = serde_json::json!({
+        "decode_ms_per_token": hf_ms, "decode_tokens_per_s": 1e3 / hf_ms, "prefill_s": hf_pf, "version": h.version,
+    });
+    report["decode_ratio_eda_over_hf_speed"] = serde_json::json!(hf_ms / rust_ms);
+    report["per_round_ratios"] = serde_json::json!(per_round);
+    report["greedy_identical_steps"] = serde_json::json!(same);
+    report["prefill_logits_max_abs_diff"] = logits_err;
+    write_json(&report)?;
     Ok(())
 }
 

@@ -36,6 +36,7 @@ pub mod gemv;
 pub mod gguf;
 pub mod layers;
 pub mod loader;
+pub mod memory;
 pub mod model;
 pub mod target;
 pub mod tokenizer;

@@ -2,6 +2,9 @@
 //!
 //! ```text
 //! cargo run -p eda-spec --example bench_strategies [-- --max-new-tokens 64 --layers 8]
+//! # on a GPU build: EDA_DEVICE=wgpu (or cuda), larger shapes, JSON for scripts/gpu-check.sh
+//! EDA_DEVICE=cuda cargo run --release --features eda-core/cuda -p eda-spec --example bench_strategies \
+//!     -- --hidden 1024 --vocab 32000 --layers 16 --json strategies.json
 //! ```
 //!
 //! Targets are random Qwen2 models from `eda-models`. Two drafts are used:
@@ -40,24 +43,30 @@ fn arg(name: &str, default: usize) -> usize {
 }
 
 fn main() -> Result<()> {
-    let device = eda_core::backend::device_from_name("cpu")?;
+    // EDA_DEVICE picks the backend (cpu by default; wgpu/cuda when compiled in).
+    let device = match std::env::var("EDA_DEVICE") {
+        Ok(_) => eda_core::backend::default_device()?,
+        Err(_) => eda_core::backend::device_from_name("cpu")?,
+    };
     let max_new = arg("--max-new-tokens", 48);
     let layers = arg("--layers", 8);
-    let cfg = ModelConfig::qwen2(1024, 256, 512, 1, 8, 4, 1024);
+    let (hidden, vocab) = (arg("--hidden", 256), arg("--vocab", 1024));
+    let cfg = ModelConfig::qwen2(vocab, hidden, 2 * hidden, 1, 8, 4, 1024);
     let shallow = CausalLm::new(&cfg, &device);
     let mut target = Target::new(deepen(&shallow, layers), "deep".into());
     let mut drafts = vec![
         ("shallow", LmDraft::new(Box::new(Target::new(shallow, "shallow".into())))),
         ("random", LmDraft::new(Box::new(Target::new(CausalLm::new(&cfg, &device), "random".into())))),
     ];
-    let prompts: Vec<Vec<u32>> = (0..4u32).map(|i| (0..16).map(|j| (i * 97 + j * 13) % 1024).collect()).collect();
+    let prompts: Vec<Vec<u32>> = (0..4u32).map(|i| (0..16).map(|j| (i * 97 + j * 13) % vocab as u32).collect()).collect();
     let gen = GenerationConfig { max_new_tokens: max_new, ..GenerationConfig::greedy() };
     let strategies = [
         Strategy::Chain(ChainStrategy { gamma: 4 }),
         Strategy::Tree(TreeStrategy { depth: 4, top_k: 4, total_tokens: 16 }),
         Strategy::Tree(TreeStrategy { depth: 5, top_k: 10, total_tokens: 60 }),
     ];
-    println!("target: qwen2 {layers} layers (hidden 256, vocab 1024); drafts: 1 layer; {} prompts x {max_new} tokens, greedy, CPU", prompts.len());
+    println!("target: qwen2 {layers} layers (hidden {hidden}, vocab {vocab}); drafts: 1 layer; {} prompts x {max_new} tokens, greedy, {device:?}", prompts.len());
+    let mut rows = Vec::new();
     println!("{:<8} {:<40} {:>6} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>6}", "draft", "strategy", "tau", "tau_ref", "alpha", "c", "tok/s", "AR tok/s", "speedup", "exact");
     for (name, draft) in drafts.iter_mut() {
         for mut s in strategies {
@@ -75,7 +84,19 @@ fn main() -> Result<()> {
                 a.speedup,
                 format!("{}/{}", a.greedy_matches.unwrap_or(0), a.prompts)
             );
+            rows.push(serde_json::json!({
+                "draft": name, "strategy": s.name(), "tau": a.tau, "alpha": a.alpha, "cost_ratio": a.cost_ratio,
+                "tokens_per_s": a.tokens_per_second, "autoregressive_tokens_per_s": a.baseline_tokens_per_second,
+                "speedup": a.speedup, "greedy_matches": a.greedy_matches, "prompts": a.prompts,
+            }));
         }
+    }
+    if let Some(i) = std::env::args().position(|a| a == "--json") {
+        let path = std::env::args().nth(i + 1).ok_or_else(|| eda_core::EdaError::InvalidArgument("--json needs a file".into()))?;
+        let report = serde_json::json!({"device": format!("{device:?}"), "layers": layers, "hidden": hidden, "vocab": vocab,
+            "max_new_tokens": max_new, "rows": rows});
+        eda_core::io::write_json(std::path::Path::new(&path), &report)?;
+        println!("wrote {path}");
     }
     Ok(())
 }

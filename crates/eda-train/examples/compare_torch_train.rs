@@ -14,7 +14,8 @@
 //!
 //! Arguments: `--qwen7b` (7B shape), `--device DEV` (torch device handed to the python side,
 //! default `cpu`), `--threads N` (torch threads, default 2), `--batch B` (4), `--seq T` (128),
-//! `--warmup N` (2 untimed steps), `--steps N` (6 timed steps).
+//! `--warmup N` (2 untimed steps), `--steps N` (6 timed steps), `--json FILE` (also write the
+//! figures as JSON, for `scripts/gpu-check.sh`).
 //! Environment: `EDA_DEVICE` (burn device), `EDA_TORCH_PYTHON` (a python with torch; without it
 //! the PyTorch column is skipped with a message).
 //!
@@ -187,6 +188,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("PyTorch side: torch {} on {} ({} threads), {} trainable params, final loss {:.4}",
                 t["torch"], t["device"], t["threads"], t["trainable_params"], t["final_loss"].as_f64().unwrap_or(f64::NAN));
         }
+    }
+    if let Some(path) = opt("--json") {
+        let torch_tps = torch.as_ref().and_then(|t| t["tokens_per_s"].as_f64());
+        let report = serde_json::json!({
+            "shape": shape.name, "batch": batch, "seq": len, "timed_steps": steps,
+            "eda": {"tokens_per_s": rust_tps, "median_step_s": median(&step_s), "final_loss": report.final_loss,
+                    "trainable_params": report.trainable_params},
+            "torch": torch,
+            "throughput_ratio_eda_over_torch": torch_tps.map(|t| rust_tps / t),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report)? + "\n")?;
+        println!("wrote {path}");
     }
     Ok(())
 }

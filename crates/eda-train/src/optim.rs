@@ -74,6 +74,12 @@ impl GradAccumulator {
         self.grads.is_empty()
     }
 
+    /// The accumulated gradients copied to the host, flattened, keyed by parameter path (for
+    /// inspection and for comparing backends).
+    pub fn to_host(&self) -> Result<BTreeMap<String, Vec<f32>>> {
+        self.grads.iter().map(|(k, g)| Ok((k.clone(), eda_core::backend::to_vec_f32(g.clone())?))).collect()
+    }
+
     /// Global L2 norm of all accumulated gradients (one device read-back).
     pub fn global_norm(&self) -> Result<f64> {
         let mut keys: Vec<&String> = self.grads.keys().collect();

@@ -99,8 +99,20 @@ impl<M: TrainableDraft> DraftTrainer<M> {
     /// A trainer for `model` writing into `out_dir`. The model is moved to
     /// `device.autodiff()`; which of its parameters are trained is given by their
     /// `require_grad` flags.
+    ///
+    /// The device must compute in f32 ([`EdaError::Backend`] otherwise): training entirely in
+    /// f16/bf16 diverges within a few steps (AdamW's second moments and ε underflow; measured:
+    /// NaN loss at step 2 on a tiny draft), and burn 0.22 keeps one float dtype per device, so
+    /// there is no f32 master copy beside half-precision activations.
     pub fn new(config: TrainConfig, model: M, device: &Device, out_dir: impl Into<PathBuf>) -> Result<Self> {
         config.validate()?;
+        let precision = eda_core::backend::precision_of(device);
+        if precision != eda_core::backend::Precision::F32 {
+            return Err(EdaError::Backend {
+                requested: format!("draft training in {precision}"),
+                reason: "the trainer needs an f32 device (half-precision training diverges without f32 master weights, which burn 0.22 cannot keep beside half activations on one device); train with `--compute-dtype f32`".into(),
+            });
+        }
         let device = device.clone().autodiff();
         // `fork` moves the tensors; `train` re-applies every parameter's configured
         // `require_grad` (a module built on a plain device records it without activating it).

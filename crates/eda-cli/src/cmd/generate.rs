@@ -47,9 +47,14 @@ pub struct DecodeArgs {
     /// `.gguf` target).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Device: cpu, wgpu, cuda, cuda:N (default: `EDA_DEVICE` or the best compiled-in backend).
+    /// Device: cpu, wgpu, wgpu:N, cuda, cuda:N (default: `EDA_DEVICE`, else the first compiled-in
+    /// GPU backend with a device, else cpu).
     #[arg(long)]
     pub device: Option<String>,
+    /// Precision the target and draft compute in (default: `EDA_DTYPE`, else `auto`: f32 on the
+    /// CPU, the checkpoint's stored dtype on a GPU that supports it).
+    #[arg(long, value_enum)]
+    pub compute_dtype: Option<super::device::ComputeDtype>,
     /// Decoding strategy.
     #[arg(long, value_enum, default_value = "tree")]
     pub strategy: StrategyKind,
@@ -142,10 +147,7 @@ pub(crate) fn chat_prompt(question: &str) -> String {
 
 /// Loads models and tokenizer and builds the strategy and generation settings.
 pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
-    let device = match &a.device {
-        Some(d) => eda_core::backend::device_from_name(d)?,
-        None => eda_core::backend::default_device()?,
-    };
+    let device = super::device::open(a.device.as_deref(), a.compute_dtype, Some(&a.target))?;
     tracing::info!(target = %a.target.display(), "loading target");
     let target = eda_models::Target::from_pretrained(&a.target, &device)?;
     let info = target.info().clone();

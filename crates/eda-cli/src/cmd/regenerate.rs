@@ -110,9 +110,14 @@ pub struct Args {
     /// Storage precision of the hidden states.
     #[arg(long, value_enum, default_value_t = Dtype::F32)]
     pub dtype: Dtype,
-    /// Device for the target (`cpu`, `wgpu`, `cuda`, `cuda:N`); default: `EDA_DEVICE` or the best compiled in.
+    /// Device for the target (`cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`); default: `EDA_DEVICE`,
+    /// else the first compiled-in GPU backend with a device, else cpu.
     #[arg(long)]
     pub device: Option<String>,
+    /// Precision the target computes in (default: `EDA_DTYPE`, else `auto`: f32 on the CPU, the
+    /// checkpoint's stored dtype on a GPU that supports it). Features are stored as `--dtype`.
+    #[arg(long, value_enum)]
+    pub compute_dtype: Option<super::device::ComputeDtype>,
     /// Base URL of an OpenAI-compatible completions server (vLLM, SGLang, llama.cpp) that
     /// generates the answers instead of the local target; hidden states stay local.
     #[arg(long, requires = "server_model")]
@@ -150,10 +155,7 @@ fn detect_template(args: &Args, tokenizer_path: &Path) -> eda_core::Result<ChatT
 
 /// Runs `eda regenerate`.
 pub fn run(args: Args) -> eda_core::Result<()> {
-    let device = match &args.device {
-        Some(name) => eda_core::backend::device_from_name(name)?,
-        None => eda_core::backend::default_device()?,
-    };
+    let device = super::device::open(args.device.as_deref(), args.compute_dtype, Some(&args.target))?;
     let prompts = load_prompts(&args.prompts)?;
     tracing::info!(prompts = prompts.len(), file = %args.prompts.display(), "prompts loaded");
     let mut target = eda_models::Target::from_pretrained(&args.target, &device)?;

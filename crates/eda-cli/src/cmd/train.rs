@@ -161,7 +161,8 @@ pub struct Args {
     /// differences, because it mixes two runs into one draft).
     #[arg(long)]
     pub allow_changed_inputs: bool,
-    /// Device (`cpu`, `wgpu`, `cuda`, `cuda:N`); default: `EDA_DEVICE` or the best compiled in.
+    /// Device (`cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`); default: `EDA_DEVICE`, else the first
+    /// compiled-in GPU backend with a device, else cpu.
     #[arg(long)]
     pub device: Option<String>,
 }
@@ -301,10 +302,9 @@ fn with_draft_vocab(draft: eda_draft::EdaDraft, k: usize, data: &[FeatureSample]
 
 /// Runs `eda train`.
 pub fn run(args: Args) -> eda_core::Result<()> {
-    let device = match &args.device {
-        Some(name) => eda_core::backend::device_from_name(name)?,
-        None => eda_core::backend::default_device()?,
-    };
+    // Training is f32 only (half-precision training diverges without f32 master weights, which
+    // burn 0.22 cannot keep beside half activations on one device; see DraftTrainer::new).
+    let device = super::device::open(args.device.as_deref(), Some(super::device::ComputeDtype::F32), None)?;
     let cfg = build_config(&args)?;
     eda_core::io::check_output_dir(&args.out)?;
     eda_core::io::clean_stale_temp_files(&args.out);

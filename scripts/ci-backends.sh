@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# GPU-backend checks run by .ci/run after the main test suite (also runnable by hand):
+#   1. a Vulkan driver (software lavapipe when the machine has none);
+#   2. the whole workspace and the `eda` binary built with `--features wgpu`;
+#   3. the backend conformance suite and the half-precision tests on the wgpu device;
+#   4. the cuda backend type-checked (DOCS_RS=1 skips the LLVM download; nothing is linked).
+# Fails on the first failing step.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+have_vulkan_icd() {
+    ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+}
+if ! have_vulkan_icd; then
+    echo "no Vulkan driver found: installing Mesa's software driver (lavapipe)"
+    if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+    ($SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends mesa-vulkan-drivers) >/dev/null
+fi
+have_vulkan_icd || { echo "still no Vulkan ICD after installing mesa-vulkan-drivers" >&2; exit 1; }
+
+step() { echo; echo "== $* ($(date +%T))"; }
+
+step "build: workspace and eda binary with --features wgpu"
+cargo build --locked --workspace --features eda/wgpu,eda-cli/wgpu
+
+step "test: backend conformance and half precision on wgpu"
+# Test threads share one device queue; two keep lavapipe's CPU threads busy without thrashing.
+cargo test --locked -p eda --features wgpu \
+    --test backend_conformance --test backend_f16 --test backend_bf16 -- --test-threads 2
+
+step "check: cuda backend type-checks (DOCS_RS=1: no LLVM download, no linking)"
+DOCS_RS=1 cargo check --locked -p eda-cli --features cuda

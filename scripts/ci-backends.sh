@@ -19,6 +19,11 @@ fi
 have_vulkan_icd || { echo "still no Vulkan ICD after installing mesa-vulkan-drivers" >&2; exit 1; }
 
 step() { echo; echo "== $* ($(date +%T))"; }
+# winit/wgpu warn on every device open without a runtime dir (headless CI); give them one.
+if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
+    export XDG_RUNTIME_DIR
+    XDG_RUNTIME_DIR=$(mktemp -d)
+fi
 
 step "build: workspace and eda binary with --features wgpu"
 cargo build --locked --workspace --features eda/wgpu,eda-cli/wgpu

@@ -14,6 +14,8 @@
 #                      columns; without it those columns are null with the reason
 #   EDA_GPU_DEVICE     the burn device for the speed runs (default: cuda when built, else wgpu)
 #   EDA_GPU_SMALL=1    small shapes (a dry run on a software Vulkan device)
+#   EDA_GPU_PROFILE    cargo profile of both steps: release (default) or dev (dry runs)
+#   EDA_GPU_CONFORMANCE_TIMEOUT  seconds per conformance binary (default 180)
 #
 # Writes one JSON file (default gpu-check.json): machine, conformance per test binary, target
 # prefill/decode tok/s beside HF transformers eager, draft training tok/s beside PyTorch,
@@ -25,15 +27,17 @@ mode="${1:-}"
 features="${EDA_GPU_FEATURES:-wgpu}"
 core_features=$(echo "$features" | tr ',' '\n' | sed 's/^/eda-core\//' | paste -sd, -)
 root_features="$features"
+profile_flag=(--release)
+[ "${EDA_GPU_PROFILE:-release}" = dev ] && profile_flag=()
 
 build() {
     set -e
-    cargo build --release --locked --features "$root_features" -p eda --tests --examples
-    cargo build --release --locked --features "$core_features" -p eda-models --example compare_hf_decode
-    cargo build --release --locked --features "$core_features" -p eda-train --example compare_torch_train
-    cargo build --release --locked --features "$core_features" -p eda-spec --example bench_strategies
+    cargo build "${profile_flag[@]}" --locked --features "$root_features" -p eda --tests --examples
+    cargo build "${profile_flag[@]}" --locked --features "$core_features" -p eda-models --example compare_hf_decode
+    cargo build "${profile_flag[@]}" --locked --features "$core_features" -p eda-train --example compare_torch_train
+    cargo build "${profile_flag[@]}" --locked --features "$core_features" -p eda-spec --example bench_strategies
     # The test binaries themselves (cargo test --no-run) so `run` only executes them.
-    cargo test --release --locked --features "$root_features" -p eda --no-run \
+    cargo test "${profile_flag[@]}" --locked --features "$root_features" -p eda --no-run \
         --test backend_conformance --test backend_f16 --test backend_bf16
     echo "built; now run: scripts/gpu-check.sh run"
 }
@@ -56,7 +60,7 @@ run() {
 
     # 1. Conformance: each test binary on every compiled GPU backend (3 min cap).
     for t in backend_conformance backend_f16 backend_bf16; do
-        timeout 180 "${cargo_off[@]}" test --release --features "$root_features" -p eda --test "$t" -- --test-threads 1 \
+        timeout "${EDA_GPU_CONFORMANCE_TIMEOUT:-180}" "${cargo_off[@]}" test "${profile_flag[@]}" --features "$root_features" -p eda --test "$t" -- --test-threads 1 \
             >"$work/$t.log" 2>&1
         echo $? >"$work/$t.rc"
     done
@@ -64,27 +68,27 @@ run() {
     # 2. Target prefill/decode beside HF transformers eager, same weights (Qwen2.5-0.5B shape).
     local shape_args=()
     [ "$small" = 1 ] && shape_args=(--small --prompt 16 --decode 8)
-    EDA_DEVICE="$device" timeout 150 "${cargo_off[@]}" run --release --features "$core_features" -p eda-models \
+    EDA_DEVICE="$device" timeout 150 "${cargo_off[@]}" run "${profile_flag[@]}" --features "$core_features" -p eda-models \
         --example compare_hf_decode -- --device "$torch_dev" --rounds 2 --json "$work/decode.json" "${shape_args[@]}" \
         >"$work/decode.log" 2>&1
 
     # 3. Draft training throughput beside PyTorch (the 7B draft shape on a GPU).
     local train_args=(--qwen7b --batch 2 --seq 512 --steps 4)
     [ "$small" = 1 ] && train_args=(--batch 2 --seq 32 --steps 2)
-    EDA_DEVICE="$device" timeout 120 "${cargo_off[@]}" run --release --features "$core_features" -p eda-train \
+    EDA_DEVICE="$device" timeout 120 "${cargo_off[@]}" run "${profile_flag[@]}" --features "$core_features" -p eda-train \
         --example compare_torch_train -- --device "$torch_dev" --json "$work/train.json" "${train_args[@]}" \
         >"$work/train.log" 2>&1
 
     # 4. Chain / tree speedup over autoregressive decoding on the device.
     local spec_args=(--hidden 1024 --vocab 32000 --layers 16 --max-new-tokens 64)
     [ "$small" = 1 ] && spec_args=(--max-new-tokens 16 --layers 4)
-    EDA_DEVICE="$device" timeout 90 "${cargo_off[@]}" run --release --features "$core_features" -p eda-spec \
+    EDA_DEVICE="$device" timeout 90 "${cargo_off[@]}" run "${profile_flag[@]}" --features "$core_features" -p eda-spec \
         --example bench_strategies -- --json "$work/spec.json" "${spec_args[@]}" >"$work/spec.log" 2>&1
 
     # 5. Qwen2.5-7B target + draft memory in bf16: estimate, and measured on the device.
     local mem_args=(--measure)
     [ "$small" = 1 ] && mem_args=()
-    EDA_DEVICE="$device" EDA_DTYPE=bf16 timeout 90 "${cargo_off[@]}" run --release --features "$root_features" -p eda \
+    EDA_DEVICE="$device" EDA_DTYPE=bf16 timeout 90 "${cargo_off[@]}" run "${profile_flag[@]}" --features "$root_features" -p eda \
         --example memory_estimate -- --json "$work/memory.json" "${mem_args[@]}" >"$work/memory.log" 2>&1
 
     python3 - "$work" "$out" "$device" "$features" "$((SECONDS - start))" <<'EOF'

@@ -497,6 +497,7 @@ fn chi_square(observed: &HashMap<Vec<TokenId>, usize>, expected: &HashMap<Vec<To
 /// checkpoints so that the device loads exactly the CPU's weights.
 fn tiny_pair(target_dir: &Path, draft_dir: &Path) {
     let cfg = ModelConfig::qwen2(8, 16, 32, 1, 2, 1, 64);
+    cpu().seed(7); // burn's initialiser: the same tiny pair on every run
     let mut lm = CausalLm::new(&cfg, &cpu());
     // Peaked but not degenerate next-token distributions: a scaled random LM head.
     let w = matrix(16, 8, 31, &cpu()).mul_scalar(2.5);

@@ -543,3 +543,21 @@ fn speculative_sampling_on_device_matches_target_distribution() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Bad input: devices that do not exist, backends that are not compiled in.
+
+#[test]
+fn missing_devices_and_backends_are_typed_errors() {
+    for b in compiled_gpu_backends() {
+        let e = device_from_name(&format!("{}:99", b.name())).unwrap_err();
+        assert!(matches!(e, eda_core::EdaError::Backend { .. }), "{e}");
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+    for b in eda_core::backend::Backend::ALL {
+        if !b.is_compiled() {
+            let e = device_from_name(b.name()).unwrap_err().to_string();
+            assert!(e.contains(&format!("--features {}", b.name())) && e.contains("compiled: "), "{e}");
+        }
+    }
+}

@@ -8,8 +8,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# True when any Vulkan driver manifest (ICD) is installed, system-wide or in /etc.
 have_vulkan_icd() {
-    ls /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json >/dev/null 2>&1
+    local f
+    for f in /usr/share/vulkan/icd.d/*.json /etc/vulkan/icd.d/*.json; do
+        [ -e "$f" ] && return 0
+    done
+    return 1
 }
 if ! have_vulkan_icd; then
     echo "no Vulkan driver found: installing Mesa's software driver (lavapipe)"

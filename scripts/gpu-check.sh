@@ -60,7 +60,7 @@ run() {
 
     # 1. Conformance: each test binary on every compiled GPU backend (3 min cap).
     for t in backend_conformance backend_f16 backend_bf16; do
-        timeout "${EDA_GPU_CONFORMANCE_TIMEOUT:-180}" "${cargo_off[@]}" test "${profile_flag[@]}" --features "$root_features" -p eda --test "$t" -- --test-threads 1 \
+        timeout "${EDA_GPU_CONFORMANCE_TIMEOUT:-180}" "${cargo_off[@]}" test "${profile_flag[@]}" --features "$root_features" -p eda --test "$t" -- --test-threads 1 --nocapture \
             >"$work/$t.log" 2>&1
         echo $? >"$work/$t.rc"
     done

@@ -179,10 +179,11 @@ pub fn default_device() -> Result<Device> {
 /// assert_eq!(backend_of(&device_from_name("cpu").unwrap()), Backend::Cpu);
 /// ```
 pub fn backend_of(device: &Device) -> Backend {
-    let s = format!("{device:?}").to_ascii_lowercase();
-    if s.contains("ndarray") {
-        Backend::Cpu
-    } else if s.contains("cuda") {
+    if is_cpu(device) {
+        return Backend::Cpu;
+    }
+    // burn exposes no backend tag on `Device`; its Debug form names the runtime.
+    if format!("{device:?}").to_ascii_lowercase().contains("cuda") {
         Backend::Cuda
     } else {
         Backend::Wgpu

@@ -30,9 +30,8 @@ pub const HOST_ROWS: usize = 16;
 
 /// Whether `device` is the NdArray CPU device, whose tensors already live in host memory (where
 /// the kernels of this module apply).
-#[allow(deprecated)] // NdArray is the workspace's CPU backend (see eda_core::backend).
 pub fn is_host_device(device: &Device) -> bool {
-    *device == Device::ndarray()
+    eda_core::backend::is_cpu(device)
 }
 
 /// Below this many multiply-adds one core does the product: handing work to the rayon pool

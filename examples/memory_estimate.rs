@@ -53,7 +53,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let draft = counts.draft() as u64 * p.bytes() as u64;
         let train = counts.trainable as u64 * 12;
         let total = m.total_with_slack() + draft + draft / 10;
-        println!("| {p} | {} | {} | {} | {} | {} | {} |", gib(m.weights), gib(m.kv_cache), gib(m.activations), gib(draft), gib(total), gib(train));
+        println!(
+            "| {p} | {} | {} | {} | {} | {} | {} |",
+            gib(m.weights),
+            gib(m.kv_cache),
+            gib(m.activations),
+            gib(draft),
+            gib(total),
+            gib(train)
+        );
         rows.push(serde_json::json!({"dtype": p.name(), "target_weights": m.weights, "kv_cache": m.kv_cache, "activations": m.activations,
             "draft_weights": draft, "inference_total_with_slack": total, "stage2_training_extra": train}));
     }

@@ -73,7 +73,8 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference_ids(name: &str) -> (Vec<TokenId>, Vec<TokenId>) {
-    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures().join(name).join("reference.json")).unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join(name).join("reference.json")).unwrap()).unwrap();
     let ids = |k: &str| -> Vec<TokenId> { v[k].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as TokenId).collect() };
     (ids("input_ids"), ids("greedy"))
 }
@@ -207,7 +208,9 @@ fn draft_forward_with_chain_and_tree_masks_matches_cpu() {
         ];
         let tree = TokenTree::new(vec![7, 8, 9, 10], vec![None, Some(0), Some(0), Some(1)]).unwrap();
         let mut seed = 40;
-        for (tokens, mask) in steps.iter().map(|(t, m)| (t.clone(), m.clone())).chain([(tree.tokens().to_vec(), AttentionMask::tree(8, &tree))]) {
+        for (tokens, mask) in
+            steps.iter().map(|(t, m)| (t.clone(), m.clone())).chain([(tree.tokens().to_vec(), AttentionMask::tree(8, &tree))])
+        {
             let past = mask.past();
             let positions: Vec<usize> = if tokens.len() == tree.len() && past == 8 {
                 tree.depths().iter().map(|d| past + d).collect()
@@ -300,14 +303,27 @@ fn draft_backward_matches_cpu() {
 // Training: 20 stage-1 steps, then 20 stage-2 steps from the stage-1 draft.
 
 fn train_cfg(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig { steps: Some(steps), batch_size: 4, grad_accum: 1, max_len: 16, seed: 11, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
+    let mut c = TrainConfig {
+        steps: Some(steps),
+        batch_size: 4,
+        grad_accum: 1,
+        max_len: 16,
+        seed: 11,
+        checkpoint_every: 0,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
     c.schedule.lr = 3e-3;
     c.noise = NoiseConfig::Uniform { amplitude: 0.1 };
     c
 }
 
 fn losses(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss).collect()
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<StepMetrics>(l).unwrap().loss)
+        .collect()
 }
 
 fn stage1(device: &Device, data: &[FeatureSample], out: &Path) -> Vec<f64> {
@@ -538,7 +554,10 @@ fn speculative_sampling_on_device_matches_target_distribution() {
             assert!(accepted > N / 5, "{sname} on {gpu_name}: too few accepted drafts ({accepted})");
             let (stat, df) = chi_square(&observed, &expected, N);
             let crit = chi2_critical_001(df);
-            eprintln!("{sname} sampling on {gpu_name}: chi2 {stat:.1} (df {df}, critical {crit:.1}), {accepted} drafts accepted, {:.1}s", start.elapsed().as_secs_f64());
+            eprintln!(
+                "{sname} sampling on {gpu_name}: chi2 {stat:.1} (df {df}, critical {crit:.1}), {accepted} drafts accepted, {:.1}s",
+                start.elapsed().as_secs_f64()
+            );
             assert!(stat < crit, "{sname} on {gpu_name}: chi2 {stat:.1} >= {crit:.1}");
         }
     }

@@ -295,7 +295,10 @@ pub fn check_precision(device: &Device, precision: Precision) -> Result<()> {
         } else {
             "this device does not support it; use `--compute-dtype f32`, or `f16` where bf16 is missing".to_string()
         };
-        Err(EdaError::Backend { requested: format!("{backend} with dtype {precision}"), reason: format!("{precision} is not computable here: {hint}") })
+        Err(EdaError::Backend {
+            requested: format!("{backend} with dtype {precision}"),
+            reason: format!("{precision} is not computable here: {hint}"),
+        })
     }
 }
 
@@ -344,10 +347,7 @@ pub fn precision_of(device: &Device) -> Precision {
 
 /// Copies a float tensor to the host as a `Vec<f32>` (row-major), whatever its dtype.
 pub fn to_vec_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> Result<Vec<f32>> {
-    t.into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| EdaError::InvalidArgument(format!("tensor readback failed: {e:?}")))
+    t.into_data().convert::<f32>().try_into_vec::<f32>().map_err(|e| EdaError::InvalidArgument(format!("tensor readback failed: {e:?}")))
 }
 
 /// GPU device lookup; compiled only with a GPU feature.
@@ -370,19 +370,28 @@ mod gpu {
         std::panic::set_hook(Box::new(|_| {}));
         let r = std::panic::catch_unwind(move || Device::enumerate(kind).into_vec());
         std::panic::set_hook(prev);
-        r.map_err(|p| p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_else(|| "unknown panic".into()))
+        r.map_err(|p| {
+            p.downcast_ref::<String>()
+                .cloned()
+                .or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into())
+        })
     }
 
     #[cfg(any(feature = "wgpu", feature = "cuda"))]
     fn pick(requested: &str, found: std::result::Result<Vec<Device>, String>, index: usize, hint: &str) -> Result<Device> {
         match found {
             Ok(devices) if index < devices.len() => Ok(devices[index].clone()),
-            Ok(devices) if devices.is_empty() => Err(EdaError::Backend { requested: requested.into(), reason: format!("no device found; {hint}") }),
+            Ok(devices) if devices.is_empty() => {
+                Err(EdaError::Backend { requested: requested.into(), reason: format!("no device found; {hint}") })
+            }
             Ok(devices) => Err(EdaError::Backend {
                 requested: requested.into(),
                 reason: format!("device index {index} does not exist ({} device(s) found: {:?})", devices.len(), devices),
             }),
-            Err(msg) => Err(EdaError::Backend { requested: requested.into(), reason: format!("the backend failed to start ({msg}); {hint}") }),
+            Err(msg) => {
+                Err(EdaError::Backend { requested: requested.into(), reason: format!("the backend failed to start ({msg}); {hint}") })
+            }
         }
     }
 

@@ -144,7 +144,8 @@ pub fn shard_to_bytes(samples: &[FeatureSample], dtype: FeatureDType) -> Result<
         ("loss_mask", TensorView::new(Dtype::U8, vec![t], &mask).map_err(st)?),
         ("sample_offsets", TensorView::new(Dtype::U64, vec![samples.len() + 1], &offsets).map_err(st)?),
     ];
-    let ids_json = serde_json::to_string(&samples.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()).map_err(|e| EdaError::json("<shard>", e))?;
+    let ids_json =
+        serde_json::to_string(&samples.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()).map_err(|e| EdaError::json("<shard>", e))?;
     let meta = HashMap::from([("format".to_string(), SHARD_FORMAT.to_string()), ("sample_ids".to_string(), ids_json)]);
     safetensors::serialize(views, Some(meta)).map_err(st)
 }
@@ -192,12 +193,20 @@ pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>>
         return Err(EdaError::ShapeMismatch { name: "input_ids".into(), expected: vec![0], actual: ids_t.shape().to_vec() });
     }
     if hid_t.shape().len() != 2 {
-        return Err(EdaError::ShapeMismatch { name: "hidden_states".into(), expected: vec![ids_t.shape()[0], 0], actual: hid_t.shape().to_vec() });
+        return Err(EdaError::ShapeMismatch {
+            name: "hidden_states".into(),
+            expected: vec![ids_t.shape()[0], 0],
+            actual: hid_t.shape().to_vec(),
+        });
     }
     let t = ids_t.shape()[0];
     let h = hid_t.shape()[1];
     if hid_t.shape()[0] != t || mask_t.shape() != [t] {
-        return Err(EdaError::ShapeMismatch { name: "hidden_states/loss_mask".into(), expected: vec![t, h], actual: hid_t.shape().to_vec() });
+        return Err(EdaError::ShapeMismatch {
+            name: "hidden_states/loss_mask".into(),
+            expected: vec![t, h],
+            actual: hid_t.shape().to_vec(),
+        });
     }
     let ids: Vec<u32> = ids_t.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
     let offsets: Vec<usize> = off_t.data().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
@@ -212,8 +221,15 @@ pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>>
         Some(j) => serde_json::from_str(j).map_err(|e| corrupt(format!("bad sample_ids metadata: {e}")))?,
         None => (0..offsets.len().saturating_sub(1)).map(|i| i.to_string()).collect(),
     };
-    if offsets.len() != sample_ids.len() + 1 || offsets.first() != Some(&0) || offsets.last() != Some(&t) || offsets.windows(2).any(|w| w[0] >= w[1]) {
-        return Err(corrupt(format!("ragged shard: sample offsets {offsets:?} do not partition {t} tokens into {} samples", sample_ids.len())));
+    if offsets.len() != sample_ids.len() + 1
+        || offsets.first() != Some(&0)
+        || offsets.last() != Some(&t)
+        || offsets.windows(2).any(|w| w[0] >= w[1])
+    {
+        return Err(corrupt(format!(
+            "ragged shard: sample offsets {offsets:?} do not partition {t} tokens into {} samples",
+            sample_ids.len()
+        )));
     }
     let mut out = Vec::with_capacity(sample_ids.len());
     for (i, id) in sample_ids.into_iter().enumerate() {

@@ -20,7 +20,11 @@ pub fn generate_autoregressive(target: &mut dyn TargetModel, prompt: &[TokenId],
 
 /// [`generate_autoregressive`] for any (possibly unsized) target; used by the default
 /// [`TargetModel::generate_batch`].
-pub(crate) fn generate_one<T: TargetModel + ?Sized>(target: &mut T, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+pub(crate) fn generate_one<T: TargetModel + ?Sized>(
+    target: &mut T,
+    prompt: &[TokenId],
+    cfg: &GenerationConfig,
+) -> Result<GenerationOutput> {
     let max_pos = target.info().max_position_embeddings;
     let mut decoder = SingleDecoder { target };
     let mut out = generate_batch_with(&mut decoder, max_pos, &[prompt], std::slice::from_ref(cfg))?;
@@ -29,7 +33,11 @@ pub(crate) fn generate_one<T: TargetModel + ?Sized>(target: &mut T, prompt: &[To
 
 /// [`generate_autoregressive`] over each prompt in turn (the default
 /// [`TargetModel::generate_batch`] for targets without native batching).
-pub(crate) fn generate_each<T: TargetModel + ?Sized>(target: &mut T, prompts: &[Vec<TokenId>], cfgs: &[GenerationConfig]) -> Result<Vec<GenerationOutput>> {
+pub(crate) fn generate_each<T: TargetModel + ?Sized>(
+    target: &mut T,
+    prompts: &[Vec<TokenId>],
+    cfgs: &[GenerationConfig],
+) -> Result<Vec<GenerationOutput>> {
     check_batch(prompts.len(), cfgs.len())?;
     prompts.iter().zip(cfgs).map(|(p, c)| generate_one(target, p, c)).collect()
 }
@@ -130,7 +138,15 @@ pub fn generate_batch_with<P: AsRef<[TokenId]>>(
         .iter()
         .zip(cfgs)
         .zip(first)
-        .map(|((p, cfg), logits)| Seq { cfg, prompt_len: p.len(), rng: seeded_rng(cfg.seed), logits, tokens: Vec::new(), steps: 0, finished_at: 0.0 })
+        .map(|((p, cfg), logits)| Seq {
+            cfg,
+            prompt_len: p.len(),
+            rng: seeded_rng(cfg.seed),
+            logits,
+            tokens: Vec::new(),
+            steps: 0,
+            finished_at: 0.0,
+        })
         .collect();
     let mut live: Vec<usize> = (0..seqs.len()).collect();
     loop {

@@ -95,7 +95,11 @@ pub fn check_output_dir(dir: &Path) -> Result<()> {
         Ok(m) if m.file_type().is_dir() => Ok(()),
         Ok(m) => Err(EdaError::UnsafeOutput {
             path: dir.into(),
-            reason: if m.file_type().is_symlink() { "it is a symbolic link, not a directory eda can own".into() } else { "it exists and is not a directory".into() },
+            reason: if m.file_type().is_symlink() {
+                "it is a symbolic link, not a directory eda can own".into()
+            } else {
+                "it exists and is not a directory".into()
+            },
         }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(EdaError::io(dir, e)),

@@ -32,7 +32,6 @@
 //! ```
 #![warn(missing_docs)]
 
-
 pub mod backend;
 pub mod data;
 pub mod error;
@@ -47,10 +46,10 @@ pub mod types;
 
 pub use error::{EdaError, Result};
 pub use mask::AttentionMask;
-pub use metrics::{DecodeMetrics, predicted_speedup};
+pub use metrics::{predicted_speedup, DecodeMetrics};
 pub use traits::{
-    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, ModelInfo, Regenerator, SampleSelector,
-    Selection, TargetModel, TargetOutput, Trainer, TrainReport,
+    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, ModelInfo, Regenerator, SampleSelector, Selection, TargetModel, TargetOutput,
+    TrainReport, Trainer,
 };
 pub use tree::TokenTree;
 pub use types::{GenerationConfig, GenerationOutput, TokenId};

@@ -32,7 +32,11 @@ pub struct DecodeMetrics {
 impl DecodeMetrics {
     /// τ: tokens emitted per target forward (the bonus token counts).
     pub fn tau(&self) -> f64 {
-        if self.target_forwards == 0 { 0.0 } else { self.new_tokens as f64 / self.target_forwards as f64 }
+        if self.target_forwards == 0 {
+            0.0
+        } else {
+            self.new_tokens as f64 / self.target_forwards as f64
+        }
     }
 
     /// Acceptance rate at each depth: accepted / proposed.
@@ -48,7 +52,11 @@ impl DecodeMetrics {
     pub fn alpha(&self) -> f64 {
         let p: usize = self.proposed_per_depth.iter().sum();
         let a: usize = self.accepted_per_depth.iter().sum();
-        if p == 0 { 0.0 } else { a as f64 / p as f64 }
+        if p == 0 {
+            0.0
+        } else {
+            a as f64 / p as f64
+        }
     }
 
     /// c: time of one draft forward relative to one target forward.
@@ -61,7 +69,11 @@ impl DecodeMetrics {
 
     /// Tokens per wall-clock second.
     pub fn tokens_per_second(&self) -> f64 {
-        if self.wall_seconds > 0.0 { self.new_tokens as f64 / self.wall_seconds } else { 0.0 }
+        if self.wall_seconds > 0.0 {
+            self.new_tokens as f64 / self.wall_seconds
+        } else {
+            0.0
+        }
     }
 
     /// Adds another generation's counters to this one (for aggregate figures).
@@ -69,7 +81,9 @@ impl DecodeMetrics {
         self.new_tokens += other.new_tokens;
         self.target_forwards += other.target_forwards;
         self.draft_forwards += other.draft_forwards;
-        for (dst, src) in [(&mut self.proposed_per_depth, &other.proposed_per_depth), (&mut self.accepted_per_depth, &other.accepted_per_depth)] {
+        for (dst, src) in
+            [(&mut self.proposed_per_depth, &other.proposed_per_depth), (&mut self.accepted_per_depth, &other.accepted_per_depth)]
+        {
             if dst.len() < src.len() {
                 dst.resize(src.len(), 0);
             }

@@ -206,7 +206,9 @@ impl DraftOutput {
             return Err(crate::EdaError::mismatch("draft logit columns (reduced vocabulary mapping)", ids.len(), cols));
         }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= vocab_size) {
-            return Err(crate::EdaError::InvalidArgument(format!("draft vocabulary maps to token {bad}, outside the vocabulary of {vocab_size}")));
+            return Err(crate::EdaError::InvalidArgument(format!(
+                "draft vocabulary maps to token {bad}, outside the vocabulary of {vocab_size}"
+            )));
         }
         let device = self.logits.device();
         let idx: Vec<i64> = ids.iter().map(|&t| t as i64).collect();

@@ -54,18 +54,32 @@ fn sampling_frequencies_follow_probabilities() {
         counts[sample(&p, &mut rng)] += 1;
     }
     // chi-square with 2 degrees of freedom; 13.8 is the 0.001 critical value.
-    let chi2: f64 = (0..3).map(|i| {
-        let e = p[i] as f64 * n as f64;
-        (counts[i] as f64 - e).powi(2) / e
-    }).sum();
+    let chi2: f64 = (0..3)
+        .map(|i| {
+            let e = p[i] as f64 * n as f64;
+            (counts[i] as f64 - e).powi(2) / e
+        })
+        .sum();
     assert!(chi2 < 13.8, "chi2 = {chi2}, counts = {counts:?}");
     assert!(probabilities(&[f32::NAN, 0.0], &cfg).is_err());
 }
 
 #[test]
 fn metrics_and_predicted_speedup() {
-    let mut a = DecodeMetrics { new_tokens: 10, target_forwards: 4, proposed_per_depth: vec![4, 3], accepted_per_depth: vec![3, 2], ..Default::default() };
-    let b = DecodeMetrics { new_tokens: 2, target_forwards: 2, proposed_per_depth: vec![2, 1, 1], accepted_per_depth: vec![0, 0, 0], ..Default::default() };
+    let mut a = DecodeMetrics {
+        new_tokens: 10,
+        target_forwards: 4,
+        proposed_per_depth: vec![4, 3],
+        accepted_per_depth: vec![3, 2],
+        ..Default::default()
+    };
+    let b = DecodeMetrics {
+        new_tokens: 2,
+        target_forwards: 2,
+        proposed_per_depth: vec![2, 1, 1],
+        accepted_per_depth: vec![0, 0, 0],
+        ..Default::default()
+    };
     a.merge(&b);
     assert_eq!(a.tau(), 2.0);
     assert_eq!(a.proposed_per_depth, vec![6, 4, 1]);
@@ -121,7 +135,12 @@ impl SampleSelector for ByLength {
 
 #[test]
 fn default_selection_is_ranked_and_deterministic() {
-    let samples = vec![feature_sample("a", 2, 1, 0.0), feature_sample("b", 4, 1, 0.0), feature_sample("c", 4, 1, 0.0), feature_sample("d", 1, 1, 0.0)];
+    let samples = vec![
+        feature_sample("a", 2, 1, 0.0),
+        feature_sample("b", 4, 1, 0.0),
+        feature_sample("c", 4, 1, 0.0),
+        feature_sample("d", 1, 1, 0.0),
+    ];
     let Selection { indices, scores } = ByLength.select(&samples, 0.5).unwrap();
     assert_eq!(indices, vec![1, 2]);
     assert_eq!(scores, vec![2.0, 4.0, 4.0, 1.0]);

@@ -7,7 +7,11 @@ use proptest::prelude::*;
 use std::path::Path;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128), failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn valid_shard() -> Vec<u8> {
@@ -27,7 +31,8 @@ fn with_header(header: &str, data: &[u8]) -> Vec<u8> {
 fn tensor_json() -> impl Strategy<Value = String> {
     let dtype = prop::sample::select(vec!["U32", "U8", "U64", "F32", "BF16", "F16", "I64", "BOOL"]);
     let shape = prop::collection::vec(0usize..5, 0..3);
-    (dtype, shape, 0usize..64, 0usize..64).prop_map(|(d, s, a, b)| format!(r#"{{"dtype":"{d}","shape":{s:?},"data_offsets":[{},{}]}}"#, a.min(b), a.max(b)))
+    (dtype, shape, 0usize..64, 0usize..64)
+        .prop_map(|(d, s, a, b)| format!(r#"{{"dtype":"{d}","shape":{s:?},"data_offsets":[{},{}]}}"#, a.min(b), a.max(b)))
 }
 
 proptest! {

@@ -24,7 +24,6 @@
 //! ```
 #![warn(missing_docs)]
 
-
 pub mod config;
 pub mod corpora;
 pub mod lm;

@@ -79,10 +79,22 @@ fn lr_at(step: usize, total: usize, peak: f64) -> f64 {
 /// Trains `model` (on a plain device; it is moved to `device.autodiff()` for training) on
 /// windows of `stream` that start at record boundaries, and returns the trained model on the
 /// plain device plus a report.
-pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTrainSettings, device: &Device, label: &str, progress: bool) -> Result<(CausalLm, LmTrainReport)> {
+pub fn train_lm(
+    model: CausalLm,
+    stream: &[TokenId],
+    starts: &[usize],
+    s: &LmTrainSettings,
+    device: &Device,
+    label: &str,
+    progress: bool,
+) -> Result<(CausalLm, LmTrainReport)> {
     let t = s.seq_len;
     if stream.len() < t + 2 || starts.is_empty() {
-        return Err(EdaError::EmptyDataset(format!("{label}: token stream of {} tokens is shorter than one window of {}", stream.len(), t + 1)));
+        return Err(EdaError::EmptyDataset(format!(
+            "{label}: token stream of {} tokens is shorter than one window of {}",
+            stream.len(),
+            t + 1
+        )));
     }
     if s.steps == 0 || s.batch_size == 0 {
         return Err(EdaError::InvalidArgument(format!("{label}: steps and batch_size must be >= 1")));
@@ -101,7 +113,8 @@ pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTra
         for _ in 0..s.batch_size {
             // Half the windows start at a record boundary (so the model sees prompts from their
             // first token), half anywhere (so long records are covered to their end).
-            let mut a = if rng.random_bool(0.5) { starts[rng.random_range(0..starts.len())] } else { rng.random_range(0..stream.len() - t - 1) };
+            let mut a =
+                if rng.random_bool(0.5) { starts[rng.random_range(0..starts.len())] } else { rng.random_range(0..stream.len() - t - 1) };
             if a + t + 1 > stream.len() {
                 a = stream.len() - t - 1;
             }
@@ -131,7 +144,12 @@ pub fn train_lm(model: CausalLm, stream: &[TokenId], starts: &[usize], s: &LmTra
     pb.finish_and_clear();
     let k = (s.steps / 10).max(1);
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
-    let report = LmTrainReport { steps: s.steps, initial_loss: mean(&losses[..k]), final_loss: mean(&losses[losses.len() - k..]), seconds: start.elapsed().as_secs_f64() };
+    let report = LmTrainReport {
+        steps: s.steps,
+        initial_loss: mean(&losses[..k]),
+        final_loss: mean(&losses[losses.len() - k..]),
+        seconds: start.elapsed().as_secs_f64(),
+    };
     tracing::info!(label, initial_loss = report.initial_loss, final_loss = report.final_loss, seconds = report.seconds, "trained LM");
     Ok((model.valid(), report))
 }

@@ -195,9 +195,19 @@ fn external_models(cfg: &DemoConfig) -> Result<Models> {
 
 /// Runs `regenerate_dataset` into `dir` (resuming) and reads every sample back.
 #[allow(clippy::too_many_arguments)]
-fn featurise(target: &mut Target, tokenizer: &Tokenizer, prompts: &[PromptRecord], mode: RegenMode, cfg: &DemoConfig, dir: &Path, log: &mut StageLog, label: &str) -> Result<Vec<FeatureSample>> {
+fn featurise(
+    target: &mut Target,
+    tokenizer: &Tokenizer,
+    prompts: &[PromptRecord],
+    mode: RegenMode,
+    cfg: &DemoConfig,
+    dir: &Path,
+    log: &mut StageLog,
+    label: &str,
+) -> Result<Vec<FeatureSample>> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let done = manifest_path.is_file() && Manifest::load(&manifest_path).map(|m| m.samples + m.skipped.len() >= prompts.len()).unwrap_or(false);
+    let done =
+        manifest_path.is_file() && Manifest::load(&manifest_path).map(|m| m.samples + m.skipped.len() >= prompts.len()).unwrap_or(false);
     if !done {
         let rc = RegenConfig {
             mode,
@@ -214,7 +224,14 @@ fn featurise(target: &mut Target, tokenizer: &Tokenizer, prompts: &[PromptRecord
             allow_changed_inputs: false,
         };
         let summary = regenerate_dataset(target, tokenizer, prompts, &rc, None, dir)?;
-        tracing::info!(label, new = summary.new_samples, skipped = summary.new_skipped, response_tokens = summary.response_tokens, seconds = summary.seconds, "featurised");
+        tracing::info!(
+            label,
+            new = summary.new_samples,
+            skipped = summary.new_skipped,
+            response_tokens = summary.response_tokens,
+            seconds = summary.seconds,
+            "featurised"
+        );
     }
     log.record(label, !done);
     let manifest = Manifest::load(&manifest_path)?;
@@ -261,7 +278,18 @@ struct Trained {
 
 /// Trains a draft into `dir` (resuming from its checkpoints), or loads it when finished.
 #[allow(clippy::too_many_arguments)]
-fn train_draft(dir: &Path, init: DraftInit<'_>, data: &[FeatureSample], embedding: &Tensor<2>, lm_head: &Tensor<2>, tc: TrainConfig, device: &Device, cfg: &DemoConfig, log: &mut StageLog, label: &str) -> Result<Trained> {
+fn train_draft(
+    dir: &Path,
+    init: DraftInit<'_>,
+    data: &[FeatureSample],
+    embedding: &Tensor<2>,
+    lm_head: &Tensor<2>,
+    tc: TrainConfig,
+    device: &Device,
+    cfg: &DemoConfig,
+    log: &mut StageLog,
+    label: &str,
+) -> Result<Trained> {
     let report_path = dir.join("report.json");
     let draft_dir = dir.join("draft");
     let ran = !(report_path.is_file() && draft_dir.is_dir());
@@ -283,12 +311,25 @@ fn train_draft(dir: &Path, init: DraftInit<'_>, data: &[FeatureSample], embeddin
 
 /// Evaluates `draft` on `target` over `prompts` (or reads the cached report).
 #[allow(clippy::too_many_arguments)]
-fn evaluate_cached(path: &Path, target: &mut Target, draft: EdaDraft, prompts: &[Vec<TokenId>], cfg: &DemoConfig, log: &mut StageLog, label: &str) -> Result<EvalReport> {
+fn evaluate_cached(
+    path: &Path,
+    target: &mut Target,
+    draft: EdaDraft,
+    prompts: &[Vec<TokenId>],
+    cfg: &DemoConfig,
+    log: &mut StageLog,
+    label: &str,
+) -> Result<EvalReport> {
     let ran = !path.is_file();
     if ran {
         let mut session = DraftSession::new(draft);
         let mut strategy = cfg.scale.tree;
-        let gen = GenerationConfig { max_new_tokens: cfg.scale.eval_max_new_tokens, stop_tokens: target.info().eos_token_ids.clone(), seed: cfg.seed, ..GenerationConfig::greedy() };
+        let gen = GenerationConfig {
+            max_new_tokens: cfg.scale.eval_max_new_tokens,
+            stop_tokens: target.info().eos_token_ids.clone(),
+            seed: cfg.seed,
+            ..GenerationConfig::greedy()
+        };
         let report = eda_spec::evaluate(target, &mut session, &mut strategy, prompts, &gen)?;
         report.write_json(path)?;
     }
@@ -357,16 +398,44 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
 
     // 2. Base-target features of general data, stage-1 draft, τ on the base target.
     let mut base = Target::from_pretrained(&models.base_dir, &device)?;
-    let general = featurise(&mut base, &tokenizer, &models.general_train, RegenMode::Original, cfg, &cfg.out.join("features/general"), &mut log, "features:general")?;
+    let general = featurise(
+        &mut base,
+        &tokenizer,
+        &models.general_train,
+        RegenMode::Original,
+        cfg,
+        &cfg.out.join("features/general"),
+        &mut log,
+        "features:general",
+    )?;
     let base_emb = base.embedding_weight();
     let base_head = base.lm_head_weight();
     let dcfg = EdaDraftConfig::for_target(base.info(), s.draft_heads, s.draft_kv_heads, s.draft_intermediate, s.draft_private_intermediate);
     let stage1_dir = cfg.out.join("drafts/stage1");
-    let stage1 = train_draft(&stage1_dir, DraftInit::Fresh(&dcfg), &general, &base_emb, &base_head, draft_train_config(cfg, Stage::Stage1, s.stage1_epochs, s.draft_lr, cfg.seed), &device, cfg, &mut log, "draft:stage1")?;
+    let stage1 = train_draft(
+        &stage1_dir,
+        DraftInit::Fresh(&dcfg),
+        &general,
+        &base_emb,
+        &base_head,
+        draft_train_config(cfg, Stage::Stage1, s.stage1_epochs, s.draft_lr, cfg.seed),
+        &device,
+        cfg,
+        &mut log,
+        "draft:stage1",
+    )?;
     let mut rows = Vec::new();
     let general_prompts = encode_prompts(&tokenizer, &models.general_eval)?;
     if !general_prompts.is_empty() {
-        let ev = evaluate_cached(&cfg.out.join("eval/base/stage1.json"), &mut base, stage1.draft.clone(), &general_prompts, cfg, &mut log, "eval:base/stage1")?;
+        let ev = evaluate_cached(
+            &cfg.out.join("eval/base/stage1.json"),
+            &mut base,
+            stage1.draft.clone(),
+            &general_prompts,
+            cfg,
+            &mut log,
+            "eval:base/stage1",
+        )?;
         rows.push(row("base", "stage1", &ev, Some(&stage1.report), general.len(), 0.0));
     }
     drop(base);
@@ -393,12 +462,30 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
         let head = target.lm_head_weight();
         let eval_prompts = encode_prompts(&tokenizer, &job.eval)?;
         let data_dir = cfg.out.join("data").join(name);
-        let regen = featurise(&mut target, &tokenizer, &job.train, RegenMode::Regenerated, cfg, &data_dir.join("regenerated"), &mut log, &format!("regenerate:{name}"))?;
-        let original = featurise(&mut target, &tokenizer, &job.train, RegenMode::Original, cfg, &data_dir.join("original"), &mut log, &format!("features-original:{name}"))
-            .or_else(|e| match e {
-                EdaError::EmptyDataset(_) => Ok(Vec::new()),
-                other => Err(other),
-            })?;
+        let regen = featurise(
+            &mut target,
+            &tokenizer,
+            &job.train,
+            RegenMode::Regenerated,
+            cfg,
+            &data_dir.join("regenerated"),
+            &mut log,
+            &format!("regenerate:{name}"),
+        )?;
+        let original = featurise(
+            &mut target,
+            &tokenizer,
+            &job.train,
+            RegenMode::Original,
+            cfg,
+            &data_dir.join("original"),
+            &mut log,
+            &format!("features-original:{name}"),
+        )
+        .or_else(|e| match e {
+            EdaError::EmptyDataset(_) => Ok(Vec::new()),
+            other => Err(other),
+        })?;
         if regen.is_empty() {
             return Err(EdaError::EmptyDataset(format!("no regenerated samples for target {name}")));
         }
@@ -411,22 +498,38 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
             let m = selector.select(&regen, cfg.select_fraction)?;
             let seconds = t.elapsed().as_secs_f64() + fit_seconds;
             let r = RandomSelector { seed: cfg.seed }.select(&regen, cfg.select_fraction)?;
-            eda_core::io::write_json(&sel_path, &SelectionFile { fraction: cfg.select_fraction, mahalanobis: m.indices, random: r.indices, scores: m.scores, seconds })?;
+            eda_core::io::write_json(
+                &sel_path,
+                &SelectionFile { fraction: cfg.select_fraction, mahalanobis: m.indices, random: r.indices, scores: m.scores, seconds },
+            )?;
         }
         log.record(format!("select:{name}"), ran);
         let sel: SelectionFile = eda_core::io::read_json(&sel_path)?;
         if sel.mahalanobis.iter().chain(&sel.random).any(|&i| i >= regen.len()) {
-            return Err(EdaError::InvalidArgument(format!("{} indexes past the {} regenerated samples; delete it to reselect", sel_path.display(), regen.len())));
+            return Err(EdaError::InvalidArgument(format!(
+                "{} indexes past the {} regenerated samples; delete it to reselect",
+                sel_path.display(),
+                regen.len()
+            )));
         }
 
         let eval_dir = cfg.out.join("eval").join(name);
         let drafts_dir = cfg.out.join("drafts").join(name);
         // (a) no adaptation: the stage-1 draft with the target's LM head.
         let no_adapt = EdaDraft::load(&stage1_draft_dir, base_emb.clone(), head.clone(), &device)?;
-        let ev = evaluate_cached(&eval_dir.join("no-adapt.json"), &mut target, no_adapt, &eval_prompts, cfg, &mut log, &format!("eval:{name}/no-adapt"))?;
+        let ev = evaluate_cached(
+            &eval_dir.join("no-adapt.json"),
+            &mut target,
+            no_adapt,
+            &eval_prompts,
+            cfg,
+            &mut log,
+            &format!("eval:{name}/no-adapt"),
+        )?;
         rows.push(row(name, "no-adapt", &ev, None, 0, 0.0));
 
-        let stage2_cfg = |seed_off: u64| draft_train_config(cfg, Stage::Stage2, s.adapt_epochs, s.stage2_lr, cfg.seed.wrapping_add(seed_off));
+        let stage2_cfg =
+            |seed_off: u64| draft_train_config(cfg, Stage::Stage2, s.adapt_epochs, s.stage2_lr, cfg.seed.wrapping_add(seed_off));
         let mut plans: Vec<(&str, Vec<FeatureSample>, f64)> = Vec::new();
         plans.push(("full-ft", regen.clone(), 0.0));
         if !original.is_empty() {
@@ -441,11 +544,41 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
             let dir = drafts_dir.join(method);
             let label = format!("draft:{name}/{method}");
             let trained = if method == "full-ft" {
-                train_draft(&dir, DraftInit::Fresh(&dcfg), &data, &emb, &head, draft_train_config(cfg, Stage::Stage1, s.adapt_epochs, s.draft_lr, cfg.seed.wrapping_add(11)), &device, cfg, &mut log, &label)?
+                train_draft(
+                    &dir,
+                    DraftInit::Fresh(&dcfg),
+                    &data,
+                    &emb,
+                    &head,
+                    draft_train_config(cfg, Stage::Stage1, s.adapt_epochs, s.draft_lr, cfg.seed.wrapping_add(11)),
+                    &device,
+                    cfg,
+                    &mut log,
+                    &label,
+                )?
             } else {
-                train_draft(&dir, DraftInit::Stage2(&stage1_draft_dir), &data, &base_emb, &head, stage2_cfg(12), &device, cfg, &mut log, &label)?
+                train_draft(
+                    &dir,
+                    DraftInit::Stage2(&stage1_draft_dir),
+                    &data,
+                    &base_emb,
+                    &head,
+                    stage2_cfg(12),
+                    &device,
+                    cfg,
+                    &mut log,
+                    &label,
+                )?
             };
-            let ev = evaluate_cached(&eval_dir.join(format!("{method}.json")), &mut target, trained.draft, &eval_prompts, cfg, &mut log, &format!("eval:{name}/{method}"))?;
+            let ev = evaluate_cached(
+                &eval_dir.join(format!("{method}.json")),
+                &mut target,
+                trained.draft,
+                &eval_prompts,
+                cfg,
+                &mut log,
+                &format!("eval:{name}/{method}"),
+            )?;
             rows.push(row(name, method, &ev, Some(&trained.report), data.len(), sel_seconds));
         }
     }

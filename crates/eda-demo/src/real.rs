@@ -258,7 +258,11 @@ impl RealResults {
 }
 
 fn encode(tok: &Tokenizer, text: &str) -> Result<Vec<TokenId>> {
-    Ok(tok.encode(text, false).map_err(|e| EdaError::Tokenizer { path: PathBuf::from("<target tokenizer>"), message: e.to_string() })?.get_ids().to_vec())
+    Ok(tok
+        .encode(text, false)
+        .map_err(|e| EdaError::Tokenizer { path: PathBuf::from("<target tokenizer>"), message: e.to_string() })?
+        .get_ids()
+        .to_vec())
 }
 
 /// The ChatML prompt of `r` with SmolLM2's default system prompt (regeneration and evaluation).
@@ -269,7 +273,8 @@ fn render(r: &PromptRecord) -> String {
 /// Regenerates (resuming) the target's answers to `prompts` into `dir` and reads them back.
 fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cfg: &RealConfig, dir: &Path) -> Result<Vec<FeatureSample>> {
     let manifest_path = dir.join(MANIFEST_FILE);
-    let done = manifest_path.is_file() && Manifest::load(&manifest_path).map(|m| m.samples + m.skipped.len() >= prompts.len()).unwrap_or(false);
+    let done =
+        manifest_path.is_file() && Manifest::load(&manifest_path).map(|m| m.samples + m.skipped.len() >= prompts.len()).unwrap_or(false);
     if !done {
         let rc = RegenConfig {
             mode: RegenMode::Regenerated,
@@ -312,7 +317,13 @@ fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, devic
             epochs: cfg.epochs,
             batch_size: cfg.batch_size,
             max_len: 512,
-            schedule: ScheduleConfig { lr: cfg.lr, min_lr: cfg.lr * 0.1, warmup_steps: 20, decay: DecayShape::Cosine, ..ScheduleConfig::default() },
+            schedule: ScheduleConfig {
+                lr: cfg.lr,
+                min_lr: cfg.lr * 0.1,
+                warmup_steps: 20,
+                decay: DecayShape::Cosine,
+                ..ScheduleConfig::default()
+            },
             seed: cfg.seed,
             checkpoint_every: 100,
             keep_checkpoints: 1,
@@ -346,7 +357,14 @@ struct Cell {
 
 /// Evaluates every strategy on `prompts`, interleaved per prompt with one autoregressive run, so
 /// that machine-load drift affects both sides alike.
-fn evaluate_domain(target: &mut Target, draft: &mut DraftSession, prompts: &[Vec<TokenId>], strategies: &[Strategy], gen: &GenerationConfig, domain: &str) -> Result<Vec<RealRow>> {
+fn evaluate_domain(
+    target: &mut Target,
+    draft: &mut DraftSession,
+    prompts: &[Vec<TokenId>],
+    strategies: &[Strategy],
+    gen: &GenerationConfig,
+    domain: &str,
+) -> Result<Vec<RealRow>> {
     let mut cells: Vec<Cell> = strategies.iter().map(|_| Cell::default()).collect();
     for (i, prompt) in prompts.iter().enumerate() {
         let ar = Autoregressive.generate(target, draft, prompt, gen)?;
@@ -411,7 +429,10 @@ pub fn run_real(cfg: &RealConfig) -> Result<RealResults> {
     // Prompts: a seeded held-out split per domain among the prompts that leave room for the
     // answer (and a tree) within the model's positions; the rest (capped) is answered by the
     // target.
-    let room = cfg.eval_max_new_tokens.max(cfg.regen_max_new_tokens) + cfg.trees.iter().map(|t| t.total_tokens).max().unwrap_or(0) + cfg.chains.iter().max().copied().unwrap_or(0) + 2;
+    let room = cfg.eval_max_new_tokens.max(cfg.regen_max_new_tokens)
+        + cfg.trees.iter().map(|t| t.total_tokens).max().unwrap_or(0)
+        + cfg.chains.iter().max().copied().unwrap_or(0)
+        + 2;
     let mut train = Vec::new();
     let mut eval = Vec::new();
     for (d, n_train) in [Domain::General, Domain::Math, Domain::Code].into_iter().zip(cfg.train_prompts) {
@@ -446,7 +467,11 @@ pub fn run_real(cfg: &RealConfig) -> Result<RealResults> {
     let mut session = DraftSession::new(draft);
     let mut strategies: Vec<Strategy> = cfg.chains.iter().map(|&g| Strategy::Chain(ChainStrategy { gamma: g })).collect();
     strategies.extend(cfg.trees.iter().map(|&t| Strategy::Tree(t)));
-    let gen = GenerationConfig { max_new_tokens: cfg.eval_max_new_tokens, stop_tokens: target.info().eos_token_ids.clone(), ..GenerationConfig::greedy() };
+    let gen = GenerationConfig {
+        max_new_tokens: cfg.eval_max_new_tokens,
+        stop_tokens: target.info().eos_token_ids.clone(),
+        ..GenerationConfig::greedy()
+    };
     // Untimed warm-up (allocations, thread pools).
     if let Some((_, ev)) = eval.first() {
         if let Some(r) = ev.first() {
@@ -458,10 +483,7 @@ pub fn run_real(cfg: &RealConfig) -> Result<RealResults> {
     }
     let mut rows = Vec::new();
     for (d, records) in &eval {
-        let prompts = records
-            .iter()
-            .map(|r| encode(&tokenizer, &render(r)))
-            .collect::<Result<Vec<_>>>()?;
+        let prompts = records.iter().map(|r| encode(&tokenizer, &render(r))).collect::<Result<Vec<_>>>()?;
         rows.extend(evaluate_domain(&mut target, &mut session, &prompts, &strategies, &gen, d.name())?);
     }
     stage_seconds.push(("eval".to_string(), t.elapsed().as_secs_f64()));

@@ -128,15 +128,38 @@ pub fn tau_svg(results: &DemoResults) -> String {
         for (mi, method) in methods.iter().enumerate() {
             if let Some(r) = results.get(target, method) {
                 let x = gx + bar_w * mi as f64;
-                let _ = writeln!(s, "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} / {}: τ = {:.2}</title></rect>", y(r.tau), bar_w - 2.0, (y(0.0) - y(r.tau)).max(0.0), COLORS[mi % COLORS.len()], esc(target), esc(method), r.tau);
+                let _ = writeln!(
+                    s,
+                    "<rect x=\"{x:.1}\" y=\"{:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"{}\"><title>{} / {}: τ = {:.2}</title></rect>",
+                    y(r.tau),
+                    bar_w - 2.0,
+                    (y(0.0) - y(r.tau)).max(0.0),
+                    COLORS[mi % COLORS.len()],
+                    esc(target),
+                    esc(method),
+                    r.tau
+                );
             }
         }
-        let _ = writeln!(s, "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>", gx + (group_w - 20.0) / 2.0, h - bottom + 18.0, esc(target));
+        let _ = writeln!(
+            s,
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"middle\">{}</text>",
+            gx + (group_w - 20.0) / 2.0,
+            h - bottom + 18.0,
+            esc(target)
+        );
     }
     let lx = left + group_w * targets.len() as f64 + 20.0;
     for (mi, method) in methods.iter().enumerate() {
         let ly = top + 20.0 * mi as f64;
-        let _ = writeln!(s, "<rect x=\"{lx}\" y=\"{ly}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>", COLORS[mi % COLORS.len()], lx + 18.0, ly + 11.0, esc(method));
+        let _ = writeln!(
+            s,
+            "<rect x=\"{lx}\" y=\"{ly}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
+            COLORS[mi % COLORS.len()],
+            lx + 18.0,
+            ly + 11.0,
+            esc(method)
+        );
     }
     s.push_str("</svg>\n");
     s
@@ -168,13 +191,22 @@ pub fn tau_png(results: &DemoResults, path: &Path) -> std::result::Result<(), St
         root.draw(&PathElement::new(vec![(left, y(t)), (w as i32 - 10, y(t))], RGBColor(220, 220, 220))).map_err(|e| e.to_string())?;
         t += 1.0;
     }
-    let palette = [RGBColor(0x4e, 0x79, 0xa7), RGBColor(0xf2, 0x8e, 0x2b), RGBColor(0xe1, 0x57, 0x59), RGBColor(0x76, 0xb7, 0xb2), RGBColor(0x59, 0xa1, 0x4f), RGBColor(0xed, 0xc9, 0x48), RGBColor(0xb0, 0x7a, 0xa1)];
+    let palette = [
+        RGBColor(0x4e, 0x79, 0xa7),
+        RGBColor(0xf2, 0x8e, 0x2b),
+        RGBColor(0xe1, 0x57, 0x59),
+        RGBColor(0x76, 0xb7, 0xb2),
+        RGBColor(0x59, 0xa1, 0x4f),
+        RGBColor(0xed, 0xc9, 0x48),
+        RGBColor(0xb0, 0x7a, 0xa1),
+    ];
     let bar_w = 140 / methods.len().max(1) as i32;
     for (ti, target) in targets.iter().enumerate() {
         for (mi, method) in methods.iter().enumerate() {
             if let Some(r) = results.get(target, method) {
                 let x = left + 160 * ti as i32 + 10 + bar_w * mi as i32;
-                root.draw(&Rectangle::new([(x, y(r.tau)), (x + bar_w - 2, y(0.0))], palette[mi % palette.len()].filled())).map_err(|e| e.to_string())?;
+                root.draw(&Rectangle::new([(x, y(r.tau)), (x + bar_w - 2, y(0.0))], palette[mi % palette.len()].filled()))
+                    .map_err(|e| e.to_string())?;
             }
         }
     }

@@ -8,7 +8,11 @@ fn corpora_are_non_empty_and_have_answers() {
     for d in [Domain::General, Domain::Math, Domain::Code] {
         let records = d.records().unwrap();
         assert!(records.len() >= 100, "{} has only {} records", d.name(), records.len());
-        assert!(records.iter().all(|r| r.reference_response.as_deref().is_some_and(|s| !s.is_empty())), "{} has a record without an answer", d.name());
+        assert!(
+            records.iter().all(|r| r.reference_response.as_deref().is_some_and(|s| !s.is_empty())),
+            "{} has a record without an answer",
+            d.name()
+        );
         let ids: std::collections::HashSet<_> = records.iter().map(|r| r.id.as_str()).collect();
         assert_eq!(ids.len(), records.len(), "{} has duplicate ids", d.name());
     }
@@ -22,7 +26,8 @@ fn tokenizer_round_trips_and_has_chatml_specials() {
     let t = tok::train_tokenizer(400, dir.path()).unwrap();
     assert!(dir.path().join("tokenizer_config.json").is_file());
     assert_eq!(eda_regen::ChatTemplate::detect(&dir.path().join("tokenizer_config.json")).unwrap(), eda_regen::ChatTemplate::ChatMl);
-    for text in ["What is 7 * 8 + 3?", "def add(a, b):\n    return a + b\n", "Héllo, wörld — ünïcode ✓", "<|im_start|>user\nhi<|im_end|>\n"] {
+    for text in ["What is 7 * 8 + 3?", "def add(a, b):\n    return a + b\n", "Héllo, wörld — ünïcode ✓", "<|im_start|>user\nhi<|im_end|>\n"]
+    {
         let ids = tok::encode(&t, text).unwrap();
         assert!(!ids.is_empty());
         assert_eq!(tok::decode(&t, &ids).unwrap(), text, "round trip of {text:?}");
@@ -70,7 +75,17 @@ fn quick_pipeline_runs_end_to_end_and_resumes() {
     let first = run_demo(&cfg).unwrap();
     check_results(&first);
     assert!(first.stages.skipped.is_empty(), "fresh run skipped {:?}", first.stages.skipped);
-    for f in ["results.json", "results.md", "tau.svg", "demo_config.json", "targets/base/config.json", "targets/math/model.safetensors", "targets/code/tokenizer.json", "drafts/stage1/draft", "data/math/selection.json"] {
+    for f in [
+        "results.json",
+        "results.md",
+        "tau.svg",
+        "demo_config.json",
+        "targets/base/config.json",
+        "targets/math/model.safetensors",
+        "targets/code/tokenizer.json",
+        "drafts/stage1/draft",
+        "data/math/selection.json",
+    ] {
         assert!(out.join(f).exists(), "missing {f}");
     }
     let svg = std::fs::read_to_string(out.join("tau.svg")).unwrap();

@@ -59,7 +59,14 @@ fn timed<const D: usize>(times: &mut Vec<f64>, f: impl FnOnce() -> Tensor<D>) ->
 const STAGES: [&str; 7] = ["embed + fc", "attention", "norm", "shared expert", "private expert", "LM head", "readback"];
 
 /// The decoding step as `DraftSession` ran it before `FastDraft`: the module's own layers.
-fn module_step(d: &EdaDraft, rope: &RotaryEmbedding, cache: &KvCache, ctx: usize, f1: &Tensor<2>, t: &mut [Vec<f64>]) -> eda_core::Result<()> {
+fn module_step(
+    d: &EdaDraft,
+    rope: &RotaryEmbedding,
+    cache: &KvCache,
+    ctx: usize,
+    f1: &Tensor<2>,
+    t: &mut [Vec<f64>],
+) -> eda_core::Result<()> {
     let device = d.device();
     let h = d.config().hidden_size;
     let u = timed(&mut t[0], || {
@@ -71,7 +78,9 @@ fn module_step(d: &EdaDraft, rope: &RotaryEmbedding, cache: &KvCache, ctx: usize
     let a = timed(&mut t[1], || u.clone() + d.attention().forward(u, rope, &[ctx], Some(&mut c), None))?.reshape([1, h]);
     let m = timed(&mut t[2], || d.post_attention_layernorm().forward(a.clone()))?;
     let s = timed(&mut t[3], || d.moe().shared.forward(m.clone()).output)?;
-    let p = timed(&mut t[4], || d.moe().private.as_ref().map(|p| p.forward(m.clone()).output).unwrap_or_else(|| Tensor::zeros([1, h], &device)))?;
+    let p = timed(&mut t[4], || {
+        d.moe().private.as_ref().map(|p| p.forward(m.clone()).output).unwrap_or_else(|| Tensor::zeros([1, h], &device))
+    })?;
     let logits = timed(&mut t[5], || d.logits(a + s + p))?;
     let t0 = Instant::now();
     to_vec_f32(logits)?;
@@ -146,7 +155,12 @@ fn main() -> eda_core::Result<()> {
     let u0 = Tensor::<3>::random([1, ctx, hidden], Distribution::Normal(0.0, 1.0), &device);
     draft.attention().forward(u0, &rope, &positions, Some(&mut module_cache), None);
     let mut fast_cache = KvCache::new();
-    sessions[0].1.fast().attention(Tensor::<2>::random([ctx, hidden], Distribution::Normal(0.0, 1.0), &device), &positions, &mut fast_cache, None)?;
+    sessions[0].1.fast().attention(
+        Tensor::<2>::random([ctx, hidden], Distribution::Normal(0.0, 1.0), &device),
+        &positions,
+        &mut fast_cache,
+        None,
+    )?;
 
     let f1 = Tensor::<2>::random([1, hidden], Distribution::Normal(0.0, 1.0), &device);
     let mut t_target = Vec::new();

@@ -66,7 +66,12 @@ fn host<const D: usize>(name: impl Into<String>, t: Tensor<D>) -> Result<HostTen
 }
 
 fn host_ids(name: &str, ids: &[eda_core::TokenId]) -> HostTensor {
-    HostTensor { name: name.into(), shape: vec![ids.len()], dtype: Dtype::I64, bytes: ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect() }
+    HostTensor {
+        name: name.into(),
+        shape: vec![ids.len()],
+        dtype: Dtype::I64,
+        bytes: ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect(),
+    }
 }
 
 fn host_linear(prefix: &str, l: &Linear, out: &mut Vec<HostTensor>) -> Result<()> {
@@ -123,8 +128,8 @@ impl Store {
     }
 
     fn get<const D: usize>(&self, name: &str, expected: [usize; D], device: &Device) -> Result<Tensor<D>> {
-        let st = SafeTensors::deserialize(&self.bytes)
-            .map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
+        let st =
+            SafeTensors::deserialize(&self.bytes).map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
         let view = st.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: self.path.clone() })?;
         if view.shape() != expected.as_slice() {
             return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: view.shape().to_vec() });
@@ -147,8 +152,8 @@ impl Store {
     /// The reduced-vocabulary mapping `d2t` (`[k]`, I64 or I32), checked against
     /// `vocab_size`; errors name this file.
     fn vocab_map(&self, k: usize, vocab_size: usize) -> Result<Vec<eda_core::TokenId>> {
-        let st = SafeTensors::deserialize(&self.bytes)
-            .map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
+        let st =
+            SafeTensors::deserialize(&self.bytes).map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
         let view = st.tensor(D2T_KEY).map_err(|_| EdaError::MissingTensor { name: D2T_KEY.into(), file: self.path.clone() })?;
         if view.shape() != [k] {
             return Err(EdaError::ShapeMismatch {
@@ -161,13 +166,21 @@ impl Store {
         let ids: Vec<i64> = match view.dtype() {
             Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
             Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-            other => return Err(EdaError::UnsupportedDType { name: format!("{D2T_KEY} in {} (needs I64 or I32)", self.path.display()), dtype: format!("{other:?}") }),
+            other => {
+                return Err(EdaError::UnsupportedDType {
+                    name: format!("{D2T_KEY} in {} (needs I64 or I32)", self.path.display()),
+                    dtype: format!("{other:?}"),
+                })
+            }
         };
         let malformed = |record: usize, message: String| EdaError::MalformedData { path: self.path.clone(), record, message };
         let mut out = Vec::with_capacity(k);
         for (i, &t) in ids.iter().enumerate() {
             if t < 0 || t as u64 >= vocab_size as u64 {
-                return Err(malformed(i, format!("`{D2T_KEY}`: draft token {i} maps to target id {t}, outside the target vocabulary of {vocab_size}")));
+                return Err(malformed(
+                    i,
+                    format!("`{D2T_KEY}`: draft token {i} maps to target id {t}, outside the target vocabulary of {vocab_size}"),
+                ));
             }
             out.push(t as eda_core::TokenId);
         }
@@ -190,16 +203,7 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn group(
-        &self,
-        prefix: &str,
-        gate_key: &str,
-        h: usize,
-        inter: usize,
-        n: usize,
-        top_k: usize,
-        device: &Device,
-    ) -> Result<ExpertGroup> {
+    fn group(&self, prefix: &str, gate_key: &str, h: usize, inter: usize, n: usize, top_k: usize, device: &Device) -> Result<ExpertGroup> {
         let router = self.linear(&format!("{MOE}.{gate_key}"), h, n, false, device)?;
         let experts = (0..n).map(|i| self.mlp(&format!("{MOE}.{prefix}.{i}"), h, inter, device)).collect::<Result<Vec<_>>>()?;
         Ok(ExpertGroup { router, experts, top_k })
@@ -423,15 +427,8 @@ impl EdaDraft {
         let fc = store.linear("fc", 2 * h, h, true, device)?;
         let attn = store.attention(&cfg, device)?;
         let norm = RmsNorm::from_weight(store.get("layers.0.post_attention_layernorm.weight", [h], device)?, cfg.rms_norm_eps);
-        let shared = store.group(
-            "shared_experts",
-            "shared_gate",
-            h,
-            cfg.intermediate_size,
-            cfg.num_shared_experts,
-            cfg.top_k_shared,
-            device,
-        )?;
+        let shared =
+            store.group("shared_experts", "shared_gate", h, cfg.intermediate_size, cfg.num_shared_experts, cfg.top_k_shared, device)?;
         let private = if cfg.num_private_experts > 0 {
             Some(store.group(
                 "private_experts",
@@ -470,10 +467,7 @@ impl EdaDraft {
         if !self.config.is_foldable() {
             return Err(EdaError::InvalidConfig(format!(
                 "only a 1 shared + 1 private top-1 draft folds into an EAGLE MLP (have {} shared top-{}, {} private top-{})",
-                self.config.num_shared_experts,
-                self.config.top_k_shared,
-                self.config.num_private_experts,
-                self.config.top_k_private
+                self.config.num_shared_experts, self.config.top_k_shared, self.config.num_private_experts, self.config.top_k_private
             )));
         }
         let s = &self.moe.shared.experts[0];
@@ -604,9 +598,8 @@ impl EdaDraft {
         let mlp = store.mlp("layers.0.mlp", h, cfg.intermediate_size, device)?;
         let router = init::linear(h, 1, false, &mut init::rng(seed, init::STREAM_SHARED), device);
         let shared = ExpertGroup { router, experts: vec![mlp], top_k: 1 };
-        let private = (private_intermediate_size > 0).then(|| {
-            ExpertGroup::init(h, private_intermediate_size, 1, 1, &mut init::rng(seed, init::STREAM_PRIVATE), device)
-        });
+        let private = (private_intermediate_size > 0)
+            .then(|| ExpertGroup::init(h, private_intermediate_size, 1, 1, &mut init::rng(seed, init::STREAM_PRIVATE), device));
         Self::assemble(&cfg, embedding, lm_head, fc, attn, norm, SpMoe { shared, private }, device)
     }
 }

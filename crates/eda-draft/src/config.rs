@@ -213,10 +213,7 @@ impl EdaDraftConfig {
             return bad(format!("draft `head_dim` ({}) must be even for rotary embeddings", self.head_dim));
         }
         if self.top_k_shared > self.num_shared_experts {
-            return bad(format!(
-                "draft `top_k_shared` ({}) exceeds `num_shared_experts` ({})",
-                self.top_k_shared, self.num_shared_experts
-            ));
+            return bad(format!("draft `top_k_shared` ({}) exceeds `num_shared_experts` ({})", self.top_k_shared, self.num_shared_experts));
         }
         if self.num_private_experts == 0 {
             if self.top_k_private != 0 {
@@ -227,10 +224,7 @@ impl EdaDraftConfig {
                 return bad("draft `private_intermediate_size` must be positive".into());
             }
             if self.top_k_private == 0 || self.top_k_private > self.num_private_experts {
-                return bad(format!(
-                    "draft `top_k_private` ({}) must be in 1..={}",
-                    self.top_k_private, self.num_private_experts
-                ));
+                return bad(format!("draft `top_k_private` ({}) must be in 1..={}", self.top_k_private, self.num_private_experts));
             }
         }
         if let Some(k) = self.draft_vocab_size {

@@ -171,7 +171,10 @@ impl FastGroup {
                     None => y,
                 });
             } else {
-                let idx = Tensor::<1, Int>::from_data(TensorData::new(rows.iter().map(|r| r.0 as i64).collect::<Vec<_>>(), [rows.len()]), &device);
+                let idx = Tensor::<1, Int>::from_data(
+                    TensorData::new(rows.iter().map(|r| r.0 as i64).collect::<Vec<_>>(), [rows.len()]),
+                    &device,
+                );
                 let y = expert.forward(x.clone().select(0, idx.clone()))? * w;
                 let base = acc.unwrap_or_else(|| Tensor::zeros(x.dims(), &device));
                 acc = Some(base.select_assign(0, idx, y, IndexingUpdateOp::Add));

@@ -204,7 +204,10 @@ pub(crate) fn check_vocab_map(ids: &[TokenId], vocab_size: usize) -> std::result
             return Err((i, format!("draft token {i} maps to target id {t}, outside the target vocabulary of {vocab_size}")));
         };
         if *slot {
-            return Err((i, format!("draft token {i} maps to target id {t}, which an earlier draft token already maps to (ids must be unique)")));
+            return Err((
+                i,
+                format!("draft token {i} maps to target id {t}, which an earlier draft token already maps to (ids must be unique)"),
+            ));
         }
         *slot = true;
     }

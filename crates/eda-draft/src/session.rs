@@ -138,7 +138,8 @@ impl DraftModel for DraftSession {
         };
         let n = tokens.len();
         // A causal mask needs no bias tensor (none at all for one token).
-        let bias = (!mask.is_causal()).then(|| Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, mask.total()]), self.fast.device()));
+        let bias =
+            (!mask.is_causal()).then(|| Tensor::<2>::from_data(TensorData::new(mask.to_bias(), [n, mask.total()]), self.fast.device()));
         let (hidden, logits) = self.fast.forward(tokens, features, positions, &mut self.cache, bias)?;
         let out = DraftOutput::new(logits, hidden);
         Ok(match self.fast.token_ids() {

@@ -222,10 +222,8 @@ fn freeze_shared_leaves_only_private_gradients() {
     let m = draft_with(&cfg, 3, &d);
     let private = ids(m.moe().private.as_ref().unwrap());
     // Everything but embedding and LM head: fc, attention, norm, both groups.
-    let trainable: HashSet<ParamId> = [ids(m.fc()), ids(m.attention()), ids(m.post_attention_layernorm()), ids(m.moe())]
-        .into_iter()
-        .flatten()
-        .collect();
+    let trainable: HashSet<ParamId> =
+        [ids(m.fc()), ids(m.attention()), ids(m.post_attention_layernorm()), ids(m.moe())].into_iter().flatten().collect();
 
     let (with, without) = grads_of(&m);
     assert_eq!(with, trainable, "stage 1: every draft parameter except embedding and LM head trains");
@@ -382,9 +380,7 @@ fn incremental_session_matches_training_forward() {
     let mut hid = Vec::new();
     let mut logit = Vec::new();
     for t in 0..6 {
-        let out = s
-            .forward_masked(&SEQ[t..t + 1], Some(feats.clone().narrow(0, t, 1)), &[t], &AttentionMask::causal(t, 1))
-            .unwrap();
+        let out = s.forward_masked(&SEQ[t..t + 1], Some(feats.clone().narrow(0, t, 1)), &[t], &AttentionMask::causal(t, 1)).unwrap();
         hid.extend(to_vec_f32(out.hidden).unwrap());
         logit.extend(to_vec_f32(out.logits).unwrap());
     }
@@ -474,10 +470,7 @@ fn bad_inputs_give_typed_errors() {
         s.forward_masked(&[1], Some(Tensor::zeros([1, H], &d)), &[0], &AttentionMask::causal(2, 1)),
         Err(EdaError::Mismatch { .. })
     ));
-    assert!(matches!(
-        s.forward_masked(&[1], Some(Tensor::zeros([1, H], &d)), &[256], &c1),
-        Err(EdaError::SequenceTooLong { .. })
-    ));
+    assert!(matches!(s.forward_masked(&[1], Some(Tensor::zeros([1, H], &d)), &[256], &c1), Err(EdaError::SequenceTooLong { .. })));
     assert_eq!(s.cache_len(), 0, "failed calls leave the cache alone");
     assert!(s.truncate_cache(1).is_err());
 
@@ -531,11 +524,8 @@ fn bad_inputs_give_typed_errors() {
     let bytes = std::fs::read(shape.path().join("model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let router = vec![0u8; 2 * H * 4];
-    let mut views: Vec<(String, safetensors::tensor::TensorView)> = st
-        .tensors()
-        .into_iter()
-        .filter(|(n, _)| !n.contains("private_gate"))
-        .collect();
+    let mut views: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| !n.contains("private_gate")).collect();
     views.push((
         "layers.0.block_sparse_moe.private_gate.weight".into(),
         safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, H], &router).unwrap(),
@@ -625,7 +615,10 @@ fn reduced_vocabulary_round_trip_and_sparse_logits() {
     let plain = tempfile::tempdir().unwrap();
     full.save(plain.path()).unwrap();
     assert!(!std::fs::read_to_string(plain.path().join("config.json")).unwrap().contains("draft_vocab_size"));
-    assert!(safetensors::SafeTensors::deserialize(&std::fs::read(plain.path().join("model.safetensors")).unwrap()).unwrap().tensor("d2t").is_err());
+    assert!(safetensors::SafeTensors::deserialize(&std::fs::read(plain.path().join("model.safetensors")).unwrap())
+        .unwrap()
+        .tensor("d2t")
+        .is_err());
 
     // The session's sparse logits are the full draft's logits at the mapped columns, and
     // full_logits puts -inf (probability 0) everywhere else.
@@ -693,7 +686,10 @@ fn bad_draft_vocabularies_give_typed_errors() {
     // wrong length for draft_vocab_size
     rewrite_d2t(dir.path(), Some((safetensors::Dtype::I64, vec![3], i64_bytes(&[1, 2, 5]))));
     let e = load().unwrap_err();
-    assert!(matches!(&e, EdaError::ShapeMismatch { name, expected, actual } if name.contains("d2t") && name.contains("model.safetensors") && expected == &vec![4] && actual == &vec![3]), "{e}");
+    assert!(
+        matches!(&e, EdaError::ShapeMismatch { name, expected, actual } if name.contains("d2t") && name.contains("model.safetensors") && expected == &vec![4] && actual == &vec![3]),
+        "{e}"
+    );
     // id outside the target vocabulary (entry 2), negative id (entry 0), duplicate (entry 3)
     for (ids, record) in [(vec![1i64, 2, V as i64, 8], 2usize), (vec![-1, 2, 5, 8], 0), (vec![1, 2, 5, 2], 3)] {
         rewrite_d2t(dir.path(), Some((safetensors::Dtype::I64, vec![4], i64_bytes(&ids))));

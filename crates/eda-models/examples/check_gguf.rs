@@ -27,9 +27,7 @@ fn main() -> Result<()> {
     let load_s = t0.elapsed().as_secs_f64();
     let tok = eda_models::load_tokenizer_for(model, target.info().vocab_size)?;
     let enc = |s: &str| -> Result<Vec<u32>> {
-        tok.encode(s, false)
-            .map(|e| e.get_ids().to_vec())
-            .map_err(|e| EdaError::Tokenizer { path: model.clone(), message: e.to_string() })
+        tok.encode(s, false).map(|e| e.get_ids().to_vec()).map_err(|e| EdaError::Tokenizer { path: model.clone(), message: e.to_string() })
     };
     let texts: Vec<&str> = inp["texts"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect();
     let ids = texts.iter().map(|s| enc(s)).collect::<Result<Vec<_>>>()?;

@@ -155,7 +155,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let lm = CausalLm::new(&cfg, &device);
             lm.save_pretrained(&cfg, tmp.path())?;
             let size = std::fs::metadata(tmp.path().join("model.safetensors"))?.len();
-            println!("built + saved random model to {} ({:.2} GB) in {:.1} s", tmp.path().display(), size as f64 / 1e9, t0.elapsed().as_secs_f64());
+            println!(
+                "built + saved random model to {} ({:.2} GB) in {:.1} s",
+                tmp.path().display(),
+                size as f64 / 1e9,
+                t0.elapsed().as_secs_f64()
+            );
             tmp.path()
         }
     };
@@ -250,16 +255,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("| decode tokens/s | {:.2} | {:.2} | {:.2} |", 1e3 / rust_ms, 1e3 / hf_ms, hf_ms / rust_ms);
     println!("| prefill {prompt_len} tokens, s (median of rounds) | {rust_pf:.3} | {hf_pf:.3} | {:.2} |", hf_pf / rust_pf);
     println!();
-    println!("per-round decode ratios HF/Rust: {:?} (median {:.2}); ratio > 1 means the Rust side is faster",
-        per_round.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>(), median(&per_round));
+    println!(
+        "per-round decode ratios HF/Rust: {:?} (median {:.2}); ratio > 1 means the Rust side is faster",
+        per_round.iter().map(|x| (x * 100.0).round() / 100.0).collect::<Vec<_>>(),
+        median(&per_round)
+    );
     let h = hf_rounds.last().expect("non-empty");
     println!("HF side: {}", h.version);
     let same = rust_tokens.iter().zip(&h.tokens).take_while(|(a, b)| a == b).count();
     if rust_tokens == h.tokens {
         println!("greedy tokens: identical for all {decode} steps");
     } else {
-        println!("greedy tokens: first {same} of {decode} identical, then differ (rust {:?} vs hf {:?})",
-            rust_tokens.get(same), h.tokens.get(same));
+        println!(
+            "greedy tokens: first {same} of {decode} identical, then differ (rust {:?} vs hf {:?})",
+            rust_tokens.get(same),
+            h.tokens.get(same)
+        );
     }
     println!("rust tokens: {rust_tokens:?}");
     println!("hf   tokens: {:?}", h.tokens);
@@ -269,7 +280,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let scale = h.logits.iter().map(|x| x.abs()).fold(0f32, f32::max);
         let mut sorted = h.logits.clone();
         sorted.sort_by(|a, b| b.total_cmp(a));
-        println!("last-position prefill logits: max |rust - hf| = {max_abs:.3e} (max |logit| {scale:.3e}; HF top-1 margin {:.3e})", sorted[0] - sorted[1]);
+        println!(
+            "last-position prefill logits: max |rust - hf| = {max_abs:.3e} (max |logit| {scale:.3e}; HF top-1 margin {:.3e})",
+            sorted[0] - sorted[1]
+        );
         logits_err = serde_json::json!(max_abs);
     }
     report["hf"] = serde_json::json!({
@@ -284,7 +298,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 fn rayon_threads() -> String {
-    std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()))
+    std::env::var("RAYON_NUM_THREADS")
+        .unwrap_or_else(|_| std::thread::available_parallelism().map(|n| n.to_string()).unwrap_or_else(|_| "?".into()))
 }
 
 /// Scalars read from memory by one decode step: all layer weights, the final norm and the LM

@@ -156,7 +156,13 @@ impl<'a> BatchSession<'a> {
         let last = if n == lens.len() {
             hidden
         } else {
-            let idx: Vec<i64> = lens.iter().scan(0usize, |end, &l| { *end += l; Some(*end as i64 - 1) }).collect();
+            let idx: Vec<i64> = lens
+                .iter()
+                .scan(0usize, |end, &l| {
+                    *end += l;
+                    Some(*end as i64 - 1)
+                })
+                .collect();
             hidden.select(1, Tensor::<1, Int>::from_data(TensorData::new(idx, [lens.len()]), &self.device))
         };
         debug_assert_eq!(last.dims(), [1, lens.len(), h]);
@@ -184,7 +190,11 @@ impl BatchDecoder for BatchSession<'_> {
     /// positions. A failed step changes nothing.
     fn step(&mut self, seqs: &[usize], tokens: &[TokenId]) -> Result<Vec<Vec<f32>>> {
         if seqs.is_empty() || seqs.len() != tokens.len() {
-            return Err(EdaError::InvalidArgument(format!("a step needs one token per sequence, got {} sequences and {} tokens", seqs.len(), tokens.len())));
+            return Err(EdaError::InvalidArgument(format!(
+                "a step needs one token per sequence, got {} sequences and {} tokens",
+                seqs.len(),
+                tokens.len()
+            )));
         }
         if seqs.windows(2).any(|w| w[1] <= w[0]) {
             return Err(EdaError::InvalidArgument(format!("step sequences must be strictly increasing, got {seqs:?}")));

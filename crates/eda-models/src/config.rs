@@ -151,9 +151,7 @@ fn token_ids(v: Option<&Value>, key: &str, path: &Path) -> Result<Vec<TokenId>> 
     match v {
         None | Some(Value::Null) => Ok(vec![]),
         Some(Value::Number(n)) => Ok(vec![n.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)?]),
-        Some(Value::Array(a)) => {
-            a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)).collect()
-        }
+        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)).collect(),
         Some(_) => Err(bad()),
     }
 }
@@ -280,8 +278,7 @@ impl ModelConfig {
                         factor: factor()?,
                         low_freq_factor: get_f64(m, "low_freq_factor", path)?.unwrap_or(1.0),
                         high_freq_factor: get_f64(m, "high_freq_factor", path)?.unwrap_or(4.0),
-                        original_max_position_embeddings: get_usize(m, "original_max_position_embeddings", path)?
-                            .unwrap_or(8192),
+                        original_max_position_embeddings: get_usize(m, "original_max_position_embeddings", path)?.unwrap_or(8192),
                     }),
                     other => {
                         return Err(EdaError::InvalidConfig(format!(

@@ -148,7 +148,13 @@ impl FastTarget {
     /// Floats held on the host (the memory cost of this path is 4 bytes each).
     pub(crate) fn host_floats(&self) -> usize {
         let layer = |l: &HostLayer| {
-            l.input_norm.len() + l.post_norm.len() + l.qkv.len() + l.qkv_bias.as_ref().map_or(0, Vec::len) + l.o.len() + l.gate_up.len() + l.down.len()
+            l.input_norm.len()
+                + l.post_norm.len()
+                + l.qkv.len()
+                + l.qkv_bias.as_ref().map_or(0, Vec::len)
+                + l.o.len()
+                + l.gate_up.len()
+                + l.down.len()
         };
         self.layers.iter().map(layer).sum::<usize>() + self.final_norm.len() + self.head.len() + self.cos.len() + self.sin.len()
     }
@@ -190,7 +196,10 @@ impl FastTarget {
         }
         let hidden = rms_norm(&x, &self.final_norm, self.eps);
         let logits = matmul_rows_t(&hidden, n, &self.head, h)?;
-        Ok((Tensor::from_data(TensorData::new(logits, [n, self.vocab]), device), Tensor::from_data(TensorData::new(hidden, [n, h]), device)))
+        Ok((
+            Tensor::from_data(TensorData::new(logits, [n, self.vocab]), device),
+            Tensor::from_data(TensorData::new(hidden, [n, h]), device),
+        ))
     }
 
     /// Self-attention of the normed rows `a` (`[n, hidden]`): q/k/v on the host, attention over

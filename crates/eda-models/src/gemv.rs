@@ -91,8 +91,12 @@ pub fn matmul_rows_t(x: &[f32], n: usize, w: &[f32], h: usize) -> Result<Vec<f32
         return Ok(block(0, k));
     }
     let chunk = k.div_ceil(threads);
-    let parts: Vec<(usize, Vec<f32>)> =
-        (0..threads).into_par_iter().map(|t| (t * chunk, ((t + 1) * chunk).min(k))).filter(|(a, b)| a < b).map(|(a, b)| (a, block(a, b))).collect();
+    let parts: Vec<(usize, Vec<f32>)> = (0..threads)
+        .into_par_iter()
+        .map(|t| (t * chunk, ((t + 1) * chunk).min(k)))
+        .filter(|(a, b)| a < b)
+        .map(|(a, b)| (a, block(a, b)))
+        .collect();
     if n == 1 {
         // The column blocks of a single row are already in order.
         return Ok(parts.into_iter().flat_map(|(_, p)| p).collect());

@@ -34,10 +34,8 @@ use eda_core::{EdaError, Result};
 pub const INIT_STD: f64 = 0.02;
 
 fn linear(d_in: usize, d_out: usize, bias: bool, device: &Device) -> Linear {
-    let mut l = LinearConfig::new(d_in, d_out)
-        .with_bias(bias)
-        .with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD })
-        .init(device);
+    let mut l =
+        LinearConfig::new(d_in, d_out).with_bias(bias).with_initializer(Initializer::Normal { mean: 0.0, std: INIT_STD }).init(device);
     if let Some(b) = l.bias.take() {
         // HF initialises biases to zero.
         let [n] = b.val().dims();
@@ -114,8 +112,7 @@ impl RotaryEmbedding {
     /// # Panics
     /// If `head_dim` is odd.
     pub fn new(head_dim: usize, theta: f64, max_positions: usize, device: &Device) -> Self {
-        let inv_freq: Vec<f64> =
-            (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
+        let inv_freq: Vec<f64> = (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect();
         Self::from_inv_freq(&inv_freq, head_dim, max_positions, device)
     }
 

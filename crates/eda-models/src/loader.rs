@@ -67,10 +67,8 @@ impl WeightSource {
         }
         if index.is_file() {
             let v: serde_json::Value = eda_core::io::read_json(&index)?;
-            let wm = v
-                .get("weight_map")
-                .and_then(|w| w.as_object())
-                .ok_or_else(|| EdaError::json(&index, "missing object `weight_map`"))?;
+            let wm =
+                v.get("weight_map").and_then(|w| w.as_object()).ok_or_else(|| EdaError::json(&index, "missing object `weight_map`"))?;
             let mut shard_names: Vec<String> = Vec::new();
             let mut map = HashMap::new();
             for (name, file) in wm {
@@ -124,10 +122,7 @@ impl WeightSource {
     fn info(&self, name: &str) -> Result<(&ShardFile, &TensorInfo)> {
         let idx = *self.map.get(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.origin.clone() })?;
         let shard = &self.files[idx];
-        let info = shard
-            .metadata
-            .info(name)
-            .ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: shard.path.clone() })?;
+        let info = shard.metadata.info(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: shard.path.clone() })?;
         Ok((shard, info))
     }
 
@@ -234,10 +229,7 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
                 num_kv_heads: nkv,
                 head_dim: hd,
             },
-            post_attention_layernorm: RmsNorm::from_weight(
-                src.vec1(&format!("{p}.post_attention_layernorm.weight"), h, device)?,
-                eps,
-            ),
+            post_attention_layernorm: RmsNorm::from_weight(src.vec1(&format!("{p}.post_attention_layernorm.weight"), h, device)?, eps),
             mlp: Mlp {
                 gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), h, i, false, device)?,
                 up_proj: src.linear(&format!("{p}.mlp.up_proj"), h, i, false, device)?,
@@ -246,11 +238,7 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
         });
     }
     let norm = RmsNorm::from_weight(src.vec1("model.norm.weight", h, device)?, eps);
-    let lm_head = if cfg.tie_word_embeddings {
-        None
-    } else {
-        Some(src.linear("lm_head", h, cfg.vocab_size, false, device)?)
-    };
+    let lm_head = if cfg.tie_word_embeddings { None } else { Some(src.linear("lm_head", h, cfg.vocab_size, false, device)?) };
     Ok(CausalLm {
         embed_tokens: Embedding { weight: param(embed) },
         layers,

@@ -99,10 +99,8 @@ impl CausalLm {
     pub fn new(cfg: &ModelConfig, device: &Device) -> Self {
         let init = Initializer::Normal { mean: 0.0, std: INIT_STD };
         let embed_tokens = Embedding { weight: init.init([cfg.vocab_size, cfg.hidden_size], device) };
-        let lm_head = (!cfg.tie_word_embeddings).then(|| Linear {
-            weight: init.init([cfg.hidden_size, cfg.vocab_size], device),
-            bias: None,
-        });
+        let lm_head =
+            (!cfg.tie_word_embeddings).then(|| Linear { weight: init.init([cfg.hidden_size, cfg.vocab_size], device), bias: None });
         CausalLm {
             embed_tokens,
             layers: (0..cfg.num_hidden_layers).map(|_| DecoderLayer::new(cfg, device)).collect(),
@@ -268,7 +266,9 @@ impl CausalLm {
             }
         }
         if mine.tie_word_embeddings != cfg.tie_word_embeddings || mine.attention_bias != cfg.attention_bias {
-            return Err(EdaError::InvalidConfig("tie_word_embeddings/attention_bias differ between the model and the config to save".into()));
+            return Err(EdaError::InvalidConfig(
+                "tie_word_embeddings/attention_bias differ between the model and the config to save".into(),
+            ));
         }
         let mut cfg = cfg.clone();
         cfg.torch_dtype = Some("float32".into());

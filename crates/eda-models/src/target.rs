@@ -228,7 +228,11 @@ impl TargetModel for Target {
         self.reset_cache();
         let (hidden, lens) = packed_hidden(&self.lm, seqs, &self.device)?;
         let logits = hidden.clone().matmul(self.head.clone().unsqueeze::<3>());
-        Ok(split_rows(logits, &lens).into_iter().zip(split_rows(hidden, &lens)).map(|(logits, hidden)| TargetOutput { logits, hidden }).collect())
+        Ok(split_rows(logits, &lens)
+            .into_iter()
+            .zip(split_rows(hidden, &lens))
+            .map(|(logits, hidden)| TargetOutput { logits, hidden })
+            .collect())
     }
 
     /// Native batching without the LM head.

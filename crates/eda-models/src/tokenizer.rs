@@ -13,8 +13,8 @@ pub fn load_tokenizer(path: &Path, embedding_rows: usize) -> Result<tokenizers::
     if !path.is_file() {
         return Err(EdaError::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "tokenizer file not found")));
     }
-    let tok = tokenizers::Tokenizer::from_file(path)
-        .map_err(|e| EdaError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
+    let tok =
+        tokenizers::Tokenizer::from_file(path).map_err(|e| EdaError::Tokenizer { path: path.to_path_buf(), message: e.to_string() })?;
     let size = tokenizer_vocab_size(&tok);
     if size > embedding_rows {
         return Err(EdaError::mismatch(

@@ -105,13 +105,16 @@ fn missing_untied_lm_head_is_named() {
 #[test]
 fn wrong_shape_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    rewrite(dir.path(), |n, d, s, b| {
-        if n == "model.norm.weight" {
-            Some((d, vec![s[0] / 2], b[..b.len() / 2].to_vec()))
-        } else {
-            Some((d, s, b))
-        }
-    });
+    rewrite(
+        dir.path(),
+        |n, d, s, b| {
+            if n == "model.norm.weight" {
+                Some((d, vec![s[0] / 2], b[..b.len() / 2].to_vec()))
+            } else {
+                Some((d, s, b))
+            }
+        },
+    );
     let e = load(dir.path()).unwrap_err();
     assert!(
         matches!(e, EdaError::ShapeMismatch { ref name, ref expected, ref actual } if name == "model.norm.weight" && expected == &vec![64] && actual == &vec![32]),

@@ -104,7 +104,11 @@ fn sampled_batch_generation_equals_batch_one() {
     let mut t = load("qwen2-tiny");
     let prompts = sequences(&[4, 11, 2, 6], t.info().vocab_size, 4);
     let cfgs: Vec<GenerationConfig> = (0..prompts.len())
-        .map(|i| GenerationConfig { max_new_tokens: 10, top_p: if i == 1 { 0.9 } else { 1.0 }, ..GenerationConfig::sampling(1.3, 1000 + i as u64) })
+        .map(|i| GenerationConfig {
+            max_new_tokens: 10,
+            top_p: if i == 1 { 0.9 } else { 1.0 },
+            ..GenerationConfig::sampling(1.3, 1000 + i as u64)
+        })
         .collect();
     let reference = one_by_one(&mut t, &prompts, &cfgs);
     let batch = t.generate_batch(&prompts, &cfgs).unwrap();

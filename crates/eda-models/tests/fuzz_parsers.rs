@@ -7,7 +7,11 @@ use eda_models::{ModelConfig, WeightSource};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96), failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(96),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 fn valid_gguf() -> Vec<u8> {
@@ -35,8 +39,20 @@ fn config_value() -> impl Strategy<Value = serde_json::Value> {
     ];
     let keys = prop::sample::subsequence(
         vec![
-            "vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-            "max_position_embeddings", "rope_theta", "rms_norm_eps", "head_dim", "eos_token_id", "bos_token_id", "rope_scaling", "tie_word_embeddings",
+            "vocab_size",
+            "hidden_size",
+            "intermediate_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "num_key_value_heads",
+            "max_position_embeddings",
+            "rope_theta",
+            "rms_norm_eps",
+            "head_dim",
+            "eos_token_id",
+            "bos_token_id",
+            "rope_scaling",
+            "tie_word_embeddings",
         ],
         0..14,
     );

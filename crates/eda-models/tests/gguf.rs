@@ -66,10 +66,7 @@ fn python_fixture_metadata_reads_back() {
         ),
         (
             "test.array.nested",
-            GgufValue::Array(vec![
-                GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(2)]),
-                GgufValue::Array(vec![GgufValue::I32(3)]),
-            ]),
+            GgufValue::Array(vec![GgufValue::Array(vec![GgufValue::I32(1), GgufValue::I32(2)]), GgufValue::Array(vec![GgufValue::I32(3)])]),
         ),
     ];
     for (k, v) in expect {
@@ -203,12 +200,7 @@ fn add_model_metadata(w: &mut GgufWriter, cfg: &ModelConfig) {
 /// Writes HF fixture `name` as a GGUF file with each tensor stored as `type_for(hf_name, shape)`;
 /// Llama q/k rows are permuted as llama.cpp's converter does when `permute` is set.
 /// Returns the path and the config.
-fn write_gguf(
-    dir: &Path,
-    name: &str,
-    type_for: impl Fn(&str, &[usize]) -> GgmlType,
-    permute: bool,
-) -> (PathBuf, ModelConfig) {
+fn write_gguf(dir: &Path, name: &str, type_for: impl Fn(&str, &[usize]) -> GgmlType, permute: bool) -> (PathBuf, ModelConfig) {
     let (cfg, tensors) = hf_fixture(name);
     let mut w = GgufWriter::new();
     add_model_metadata(&mut w, &cfg);
@@ -436,7 +428,21 @@ fn smollm_tokenizer_splits_digits_and_keeps_control_tokens() {
     // Digits are split one by one despite the `1 2` and `12 3` merges.
     assert_eq!(
         ids,
-        vec![id("<|im_start|>"), id("u"), id("s"), id("e"), id("r"), id("Ċ"), id("hi"), id("Ġthe"), id("Ġ"), id("1"), id("2"), id("3"), id("<|im_end|>")]
+        vec![
+            id("<|im_start|>"),
+            id("u"),
+            id("s"),
+            id("e"),
+            id("r"),
+            id("Ċ"),
+            id("hi"),
+            id("Ġthe"),
+            id("Ġ"),
+            id("1"),
+            id("2"),
+            id("3"),
+            id("<|im_end|>")
+        ]
     );
     assert_eq!(tok.decode(&ids, false).unwrap(), text);
     assert_eq!(tok.decode(&ids, true).unwrap(), "user\nhi the 123");
@@ -495,7 +501,10 @@ fn unsupported_vocabularies_are_typed_errors() {
     let path = tmp.path().join("v.gguf");
     write_vocab_gguf(&path, "mystery-pre", "gpt2", n_vocab());
     let e = g::load_tokenizer_from_gguf(&path).unwrap_err();
-    assert!(matches!(e, EdaError::Tokenizer { ref path, ref message } if path.ends_with("v.gguf") && message.contains("mystery-pre")), "{e}");
+    assert!(
+        matches!(e, EdaError::Tokenizer { ref path, ref message } if path.ends_with("v.gguf") && message.contains("mystery-pre")),
+        "{e}"
+    );
     write_vocab_gguf(&path, "default", "llama", n_vocab());
     let e = g::load_tokenizer_from_gguf(&path).unwrap_err();
     assert!(matches!(e, EdaError::Tokenizer { ref message, .. } if message.contains("`llama` vocabularies are not")), "{e}");
@@ -507,7 +516,10 @@ fn vocabulary_size_must_equal_embedding_rows() {
     let path = tmp.path().join("v.gguf");
     write_vocab_gguf(&path, "smollm", "gpt2", n_vocab() + 3);
     let e = g::load_tokenizer_from_gguf(&path).unwrap_err();
-    assert!(matches!(e, EdaError::Mismatch { ref what, expected, found } if what.contains("v.gguf") && expected == n_vocab() + 3 && found == n_vocab()), "{e}");
+    assert!(
+        matches!(e, EdaError::Mismatch { ref what, expected, found } if what.contains("v.gguf") && expected == n_vocab() + 3 && found == n_vocab()),
+        "{e}"
+    );
     // Loading the model checks the same thing from the metadata.
     let e = g::config_from_gguf(&GgufFile::open(&path).unwrap()).unwrap_err();
     assert!(matches!(e, EdaError::Mismatch { ref what, .. } if what.contains("v.gguf")), "{e}");
@@ -715,11 +727,14 @@ fn unsupported_architecture_is_rejected() {
         w.add_metadata(k, v.clone());
     }
     w.add_metadata("general.architecture", GgufValue::String("gpt2".into()));
-    let e = Target::from_pretrained(&{
-        let p = tmp.path().join("gpt2.gguf");
-        w.write(&p).unwrap();
-        p
-    }, &dev())
+    let e = Target::from_pretrained(
+        &{
+            let p = tmp.path().join("gpt2.gguf");
+            w.write(&p).unwrap();
+            p
+        },
+        &dev(),
+    )
     .unwrap_err();
     assert!(
         matches!(e, EdaError::Gguf { ref path, ref message } if path.ends_with("gpt2.gguf") && message.contains("unsupported architecture `gpt2`")),

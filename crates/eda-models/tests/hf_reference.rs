@@ -122,11 +122,7 @@ fn sample_tree() -> TokenTree {
     //   4(21) 5(31) 6(32)
     //           |
     //          7(33)
-    TokenTree::new(
-        vec![10, 20, 30, 40, 21, 31, 32, 33],
-        vec![None, Some(0), Some(0), Some(0), Some(1), Some(2), Some(2), Some(5)],
-    )
-    .unwrap()
+    TokenTree::new(vec![10, 20, 30, 40, 21, 31, 32, 33], vec![None, Some(0), Some(0), Some(0), Some(1), Some(2), Some(2), Some(5)]).unwrap()
 }
 
 #[test]

@@ -32,8 +32,8 @@ pub mod regenerator;
 pub mod template;
 
 pub use pipeline::{
-    extract_features, extract_features_batch, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode, RegenSettings, RegenSummary,
-    ShardRecord, SkippedPrompt, DEFAULT_BATCH_SIZE, MANIFEST_FILE, MANIFEST_FORMAT,
+    extract_features, extract_features_batch, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode,
+    RegenSettings, RegenSummary, ShardRecord, SkippedPrompt, DEFAULT_BATCH_SIZE, MANIFEST_FILE, MANIFEST_FORMAT,
 };
 pub use prompts::{load_prompts, parse_prompts, Message, PromptFormat, PromptRecord, Role};
 pub use regenerator::{LocalRegenerator, OpenAiRegenerator, OpenAiSettings};

@@ -297,7 +297,11 @@ pub fn extract_features_batch(target: &mut dyn TargetModel, items: Vec<(String, 
         .map(|((id, ids, mask), hid)| {
             let dims = hid.dims();
             if dims != [ids.len(), h] {
-                return Err(EdaError::ShapeMismatch { name: "target hidden states".into(), expected: vec![ids.len(), h], actual: dims.to_vec() });
+                return Err(EdaError::ShapeMismatch {
+                    name: "target hidden states".into(),
+                    expected: vec![ids.len(), h],
+                    actual: dims.to_vec(),
+                });
             }
             FeatureSample::new(id, ids, to_vec_f32(hid)?, h, mask)
         })
@@ -317,7 +321,11 @@ fn settings_diff(old: &RegenSettings, new: &RegenSettings) -> Vec<String> {
     let a = serde_json::to_value(old).unwrap_or_default();
     let b = serde_json::to_value(new).unwrap_or_default();
     match (a.as_object(), b.as_object()) {
-        (Some(a), Some(b)) => a.keys().filter(|k| a.get(*k) != b.get(*k)).map(|k| format!("{k}: {} (manifest) vs {} (now)", a[k.as_str()], b.get(k.as_str()).cloned().unwrap_or_default())).collect(),
+        (Some(a), Some(b)) => a
+            .keys()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k}: {} (manifest) vs {} (now)", a[k.as_str()], b.get(k.as_str()).cloned().unwrap_or_default()))
+            .collect(),
         _ => vec!["settings".into()],
     }
 }
@@ -381,14 +389,20 @@ pub fn regenerate_dataset(
     let generator = match (cfg.mode, &remote) {
         (RegenMode::Original, _) => GeneratorRecord::None,
         (RegenMode::Regenerated, None) => GeneratorRecord::Local,
-        (RegenMode::Regenerated, Some(r)) => GeneratorRecord::OpenAi { base_url: r.settings().base_url.clone(), model: r.settings().model.clone() },
+        (RegenMode::Regenerated, Some(r)) => {
+            GeneratorRecord::OpenAi { base_url: r.settings().base_url.clone(), model: r.settings().model.clone() }
+        }
     };
     let settings = RegenSettings {
         target: info.clone(),
         mode: cfg.mode,
         template: cfg.template,
         system_prompt: cfg.system_prompt.clone(),
-        generation: if cfg.mode == RegenMode::Original { GenerationConfig { stop_tokens: vec![], ..GenerationConfig::greedy() } } else { generation.clone() },
+        generation: if cfg.mode == RegenMode::Original {
+            GenerationConfig { stop_tokens: vec![], ..GenerationConfig::greedy() }
+        } else {
+            generation.clone()
+        },
         generator,
         start_one_early: cfg.start_one_early,
         max_seq_len: max_len,
@@ -419,10 +433,25 @@ pub fn regenerate_dataset(
             }
             tracing::warn!(differences = %changed.join("; "), "resuming with a changed prompts file (allowed explicitly)");
         }
-        tracing::info!(samples = m.samples, shards = m.shards.len(), skipped = m.skipped.len(), "resuming from {}", manifest_path.display());
+        tracing::info!(
+            samples = m.samples,
+            shards = m.shards.len(),
+            skipped = m.skipped.len(),
+            "resuming from {}",
+            manifest_path.display()
+        );
         m
     } else {
-        Manifest { format: MANIFEST_FORMAT.into(), settings, shards: vec![], skipped: vec![], samples: 0, tokens: 0, masked_tokens: 0, next_shard_index: 0 }
+        Manifest {
+            format: MANIFEST_FORMAT.into(),
+            settings,
+            shards: vec![],
+            skipped: vec![],
+            samples: 0,
+            tokens: 0,
+            masked_tokens: 0,
+            next_shard_index: 0,
+        }
     };
 
     let done: HashSet<String> = manifest.sample_ids().map(str::to_owned).chain(manifest.skipped.iter().map(|s| s.id.clone())).collect();
@@ -487,7 +516,11 @@ pub fn regenerate_dataset(
                 Outcome::Skipped(reason) => {
                     tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
                     new_skipped += 1;
-                    pending_skips.push(SkippedPrompt { id: p.record.id.clone(), reason, prompt_sha256: Some(crate::integrity::prompt_sha256(p.record)) });
+                    pending_skips.push(SkippedPrompt {
+                        id: p.record.id.clone(),
+                        reason,
+                        prompt_sha256: Some(crate::integrity::prompt_sha256(p.record)),
+                    });
                 }
             }
             bar.inc(1);
@@ -548,7 +581,13 @@ fn sharegpt_record(r: &PromptRecord, system: Option<&str>, response: &str) -> St
     serde_json::json!({"id": r.id, "conversations": conv}).to_string()
 }
 
-fn flush(manifest: &mut Manifest, buffer: &mut Vec<(FeatureSample, String, String)>, skips: &mut Vec<SkippedPrompt>, out_dir: &Path, dtype: FeatureDType) -> Result<()> {
+fn flush(
+    manifest: &mut Manifest,
+    buffer: &mut Vec<(FeatureSample, String, String)>,
+    skips: &mut Vec<SkippedPrompt>,
+    out_dir: &Path,
+    dtype: FeatureDType,
+) -> Result<()> {
     let index = manifest.next_shard_index;
     let file = format!("shard-{index:05}.safetensors");
     let responses_file = format!("shard-{index:05}.responses.jsonl");
@@ -618,7 +657,11 @@ fn process_batch(
             }
         }
     }
-    let gen_cfg = |p: &Pending, r: &Ready| GenerationConfig { max_new_tokens: generation.max_new_tokens.min(r.room), seed: prompt_seed(generation.seed, &p.record.id), ..generation.clone() };
+    let gen_cfg = |p: &Pending, r: &Ready| GenerationConfig {
+        max_new_tokens: generation.max_new_tokens.min(r.room),
+        seed: prompt_seed(generation.seed, &p.record.id),
+        ..generation.clone()
+    };
     let mut responses: Vec<Option<Vec<TokenId>>> = vec![None; chunk.len()];
     match (cfg.mode, remote) {
         (RegenMode::Original, _) => {
@@ -665,7 +708,10 @@ fn process_batch(
         if response.len() > r.room {
             match cfg.overflow {
                 OverflowPolicy::Skip => {
-                    outcomes[i] = Some(Outcome::Skipped(format!("prompt + response = {} tokens, maximum sequence length is {max_len}", r.prompt.len() + response.len())));
+                    outcomes[i] = Some(Outcome::Skipped(format!(
+                        "prompt + response = {} tokens, maximum sequence length is {max_len}",
+                        r.prompt.len() + response.len()
+                    )));
                     continue;
                 }
                 OverflowPolicy::Truncate => response.truncate(r.room),
@@ -675,13 +721,17 @@ fn process_batch(
         item_of[i] = Some((items.len(), response.len()));
         items.push((p.record.id.clone(), ids, mask));
     }
-    let mut samples: Vec<Option<FeatureSample>> = if items.is_empty() { vec![] } else { extract_features_batch(target, items)?.into_iter().map(Some).collect() };
+    let mut samples: Vec<Option<FeatureSample>> =
+        if items.is_empty() { vec![] } else { extract_features_batch(target, items)?.into_iter().map(Some).collect() };
     outcomes
         .into_iter()
         .zip(item_of)
         .map(|(o, item)| match (o, item) {
             (Some(o), _) => Ok(o),
-            (None, Some((k, resp_len))) => samples[k].take().map(|s| Outcome::Sample(s, resp_len)).ok_or_else(|| EdaError::InvalidArgument("missing feature sample".into())),
+            (None, Some((k, resp_len))) => samples[k]
+                .take()
+                .map(|s| Outcome::Sample(s, resp_len))
+                .ok_or_else(|| EdaError::InvalidArgument("missing feature sample".into())),
             (None, None) => Err(EdaError::InvalidArgument("prompt left without an outcome".into())),
         })
         .collect()

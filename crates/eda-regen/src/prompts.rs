@@ -196,22 +196,32 @@ fn parse_record(v: &Value, n: usize, path: &Path) -> Result<PromptRecord> {
     } else {
         return Err(bad("record has none of `prompt`, `messages`, `conversations`".into()));
     };
-    let turns = turns.as_array().ok_or_else(|| bad(format!("`{}` must be an array", if role_key == "role" { "messages" } else { "conversations" })))?;
+    let turns = turns
+        .as_array()
+        .ok_or_else(|| bad(format!("`{}` must be an array", if role_key == "role" { "messages" } else { "conversations" })))?;
     for (t, turn) in turns.iter().enumerate() {
-        let role_name = turn.get(role_key).and_then(Value::as_str).ok_or_else(|| bad(format!("turn {} has no string `{role_key}`", t + 1)))?;
+        let role_name =
+            turn.get(role_key).and_then(Value::as_str).ok_or_else(|| bad(format!("turn {} has no string `{role_key}`", t + 1)))?;
         let role = Role::parse(role_name).ok_or_else(|| bad(format!("turn {} has unknown role `{role_name}`", t + 1)))?;
-        let content = turn.get(text_key).and_then(Value::as_str).ok_or_else(|| bad(format!("turn {} has no string `{text_key}`", t + 1)))?;
+        let content =
+            turn.get(text_key).and_then(Value::as_str).ok_or_else(|| bad(format!("turn {} has no string `{text_key}`", t + 1)))?;
         messages.push(Message::new(role, content));
     }
     // ShareGPT dumps sometimes start with a model turn; like EAGLE, drop leading assistant turns.
     while messages.first().is_some_and(|m| m.role == Role::Assistant) {
         messages.remove(0);
     }
-    let reference_response = if messages.last().is_some_and(|m| m.role == Role::Assistant) { messages.pop().map(|m| m.content) } else { None };
+    let reference_response =
+        if messages.last().is_some_and(|m| m.role == Role::Assistant) { messages.pop().map(|m| m.content) } else { None };
     finish(id, messages, reference_response, &bad)
 }
 
-fn finish(id: String, messages: Vec<Message>, reference_response: Option<String>, bad: &dyn Fn(String) -> EdaError) -> Result<PromptRecord> {
+fn finish(
+    id: String,
+    messages: Vec<Message>,
+    reference_response: Option<String>,
+    bad: &dyn Fn(String) -> EdaError,
+) -> Result<PromptRecord> {
     match messages.last() {
         Some(m) if m.role == Role::User => Ok(PromptRecord { id, messages, reference_response }),
         Some(_) => Err(bad("the conversation must end with a user turn (optionally followed by one assistant turn)".into())),

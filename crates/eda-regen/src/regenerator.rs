@@ -116,7 +116,8 @@ struct CompletionChoice {
 impl OpenAiRegenerator {
     /// A client for `settings`; `end_token` is appended to answers that stopped naturally.
     pub fn new(settings: OpenAiSettings, tokenizer: Tokenizer, end_token: Option<TokenId>) -> Self {
-        let agent: ureq::Agent = ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(settings.timeout_secs.max(1)))).build().into();
+        let agent: ureq::Agent =
+            ureq::Agent::config_builder().timeout_global(Some(Duration::from_secs(settings.timeout_secs.max(1)))).build().into();
         OpenAiRegenerator { settings, tokenizer, end_token, agent }
     }
 
@@ -127,12 +128,8 @@ impl OpenAiRegenerator {
 
     /// Sends one completion request and returns `(text, finish_reason)`.
     pub fn complete(&self, prompt: &str, cfg: &GenerationConfig) -> Result<(String, Option<String>)> {
-        let stop: Vec<String> = cfg
-            .stop_tokens
-            .iter()
-            .filter_map(|&t| self.tokenizer.decode(&[t], false).ok())
-            .filter(|s| !s.is_empty())
-            .collect();
+        let stop: Vec<String> =
+            cfg.stop_tokens.iter().filter_map(|&t| self.tokenizer.decode(&[t], false).ok()).filter(|s| !s.is_empty()).collect();
         let body = CompletionRequest {
             model: &self.settings.model,
             prompt: prompt.to_owned(),
@@ -148,7 +145,8 @@ impl OpenAiRegenerator {
             req = req.header("Authorization", &format!("Bearer {key}"));
         }
         let mut resp = req.send_json(&body).map_err(|e| EdaError::Remote(format!("POST {url}: {e}")))?;
-        let parsed: CompletionResponse = resp.body_mut().read_json().map_err(|e| EdaError::Remote(format!("POST {url}: unexpected response body: {e}")))?;
+        let parsed: CompletionResponse =
+            resp.body_mut().read_json().map_err(|e| EdaError::Remote(format!("POST {url}: unexpected response body: {e}")))?;
         let choice = parsed.choices.into_iter().next().ok_or_else(|| EdaError::Remote(format!("POST {url}: response has no choices")))?;
         Ok((choice.text, choice.finish_reason))
     }

@@ -31,7 +31,14 @@ fn records() -> Vec<PromptRecord> {
 }
 
 fn cfg(batch_size: usize, generation: GenerationConfig) -> RegenConfig {
-    RegenConfig { system_prompt: Some("be brief".into()), generation, start_one_early: false, shard_size: 3, batch_size, ..RegenConfig::default() }
+    RegenConfig {
+        system_prompt: Some("be brief".into()),
+        generation,
+        start_one_early: false,
+        shard_size: 3,
+        batch_size,
+        ..RegenConfig::default()
+    }
 }
 
 /// What an output directory holds: every file by name, shards as their decoded samples (the
@@ -49,7 +56,11 @@ fn files(dir: &Path) -> Vec<(String, Content)> {
         .map(|e| e.unwrap().path())
         .map(|p| {
             let name = p.file_name().unwrap().to_string_lossy().into_owned();
-            let content = if name.ends_with(".safetensors") { Content::Shard(read_shard(&p).unwrap()) } else { Content::Bytes(std::fs::read(&p).unwrap()) };
+            let content = if name.ends_with(".safetensors") {
+                Content::Shard(read_shard(&p).unwrap())
+            } else {
+                Content::Bytes(std::fs::read(&p).unwrap())
+            };
             (name, content)
         })
         .collect();
@@ -134,7 +145,12 @@ fn resume_with_another_batch_size_equals_one_run() {
     let sampled = GenerationConfig { max_new_tokens: 6, ..GenerationConfig::sampling(0.8, 7) };
     let full = tempfile::tempdir().unwrap();
     run(&mut t, &recs, &cfg(1, sampled.clone()), full.path());
-    let reference: Vec<_> = Manifest::load(&full.path().join(MANIFEST_FILE)).unwrap().shard_paths(full.path()).iter().flat_map(|p| read_shard(p).unwrap()).collect();
+    let reference: Vec<_> = Manifest::load(&full.path().join(MANIFEST_FILE))
+        .unwrap()
+        .shard_paths(full.path())
+        .iter()
+        .flat_map(|p| read_shard(p).unwrap())
+        .collect();
 
     let resumed = tempfile::tempdir().unwrap();
     let first = RegenConfig { limit: Some(4), ..cfg(2, sampled.clone()) };
@@ -156,8 +172,11 @@ fn zero_batch_size_is_a_config_error() {
 #[test]
 fn batched_extraction_equals_one_by_one() {
     let mut t = target();
-    let items: Vec<(String, Vec<u32>, Vec<u8>)> =
-        [vec![1u32, 4, 6, 7], vec![9], vec![3, 3, 5, 8, 10, 12, 2]].into_iter().enumerate().map(|(i, ids)| (i.to_string(), ids.clone(), vec![1; ids.len()])).collect();
+    let items: Vec<(String, Vec<u32>, Vec<u8>)> = [vec![1u32, 4, 6, 7], vec![9], vec![3, 3, 5, 8, 10, 12, 2]]
+        .into_iter()
+        .enumerate()
+        .map(|(i, ids)| (i.to_string(), ids.clone(), vec![1; ids.len()]))
+        .collect();
     let batch = extract_features_batch(&mut t, items.clone()).unwrap();
     for ((id, ids, mask), b) in items.into_iter().zip(&batch) {
         assert_eq!(&extract_features(&mut t, &id, ids, mask).unwrap(), b);

@@ -7,7 +7,11 @@ use eda_regen::{parse_prompts, Manifest};
 use proptest::prelude::*;
 
 fn config() -> ProptestConfig {
-    ProptestConfig { cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128), failure_persistence: None, ..ProptestConfig::default() }
+    ProptestConfig {
+        cases: std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128),
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    }
 }
 
 /// JSON-ish records built from the keys the parser looks at, with values of every JSON type.
@@ -25,7 +29,10 @@ fn record() -> impl Strategy<Value = String> {
         Just(r#"[{"from":"system"}]"#.to_string()),
         Just(r#"["x"]"#.to_string()),
     ];
-    let keys = prop::sample::subsequence(vec!["id", "prompt", "response", "system", "messages", "conversations", "turns", "instruction", "output"], 0..5);
+    let keys = prop::sample::subsequence(
+        vec!["id", "prompt", "response", "system", "messages", "conversations", "turns", "instruction", "output"],
+        0..5,
+    );
     (keys, prop::collection::vec(value, 5)).prop_map(|(k, v)| {
         let fields: Vec<String> = k.iter().zip(v).map(|(k, v)| format!("\"{k}\":{v}")).collect();
         format!("{{{}}}", fields.join(","))

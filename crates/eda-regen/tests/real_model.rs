@@ -15,7 +15,8 @@ use eda_regen::*;
 #[test]
 fn features_of_a_real_target_match_incremental_decoding() {
     let device = eda_core::backend::device_from_name("cpu").unwrap();
-    let mut target = Target::new(CausalLm::new(&ModelConfig::qwen2(common::VOCAB.len(), 16, 32, 2, 2, 1, 64), &device), "tiny-random".into());
+    let mut target =
+        Target::new(CausalLm::new(&ModelConfig::qwen2(common::VOCAB.len(), 16, 32, 2, 2, 1, 64), &device), "tiny-random".into());
     let tok = tokenizer();
     let text = "{\"id\": \"a\", \"prompt\": \"what is two plus two\"}\n{\"id\": \"b\", \"prompt\": \"hello world\"}\n";
     let (recs, _) = parse_prompts(text, std::path::Path::new("t.jsonl")).unwrap();

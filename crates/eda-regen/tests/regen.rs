@@ -218,7 +218,11 @@ fn original_mode_reuses_reference_responses() {
 fn resume_after_interruption_equals_uninterrupted_run() {
     let tok = tokenizer();
     let recs = records();
-    let sampled = |limit| RegenConfig { generation: GenerationConfig { max_new_tokens: 5, ..GenerationConfig::sampling(1.0, 42) }, limit, ..cfg(RegenMode::Regenerated) };
+    let sampled = |limit| RegenConfig {
+        generation: GenerationConfig { max_new_tokens: 5, ..GenerationConfig::sampling(1.0, 42) },
+        limit,
+        ..cfg(RegenMode::Regenerated)
+    };
     let full = tempfile::tempdir().unwrap();
     regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(None), None, full.path()).unwrap();
     let reference = samples_of(full.path());
@@ -278,11 +282,20 @@ fn bad_settings_are_errors() {
     let recs = records();
     let dir = tempfile::tempdir().unwrap();
     let mut t = MockTarget::new(64);
-    let e = regenerate_dataset(&mut t, &tok, &recs, &RegenConfig { shard_size: 0, ..cfg(RegenMode::Regenerated) }, None, dir.path()).unwrap_err();
+    let e = regenerate_dataset(&mut t, &tok, &recs, &RegenConfig { shard_size: 0, ..cfg(RegenMode::Regenerated) }, None, dir.path())
+        .unwrap_err();
     assert!(matches!(e, EdaError::InvalidConfig(_)));
     let e = regenerate_dataset(&mut t, &tok, &[], &cfg(RegenMode::Regenerated), None, dir.path()).unwrap_err();
     assert!(matches!(e, EdaError::EmptyDataset(_)));
-    let e = regenerate_dataset(&mut t, &tok, &recs, &RegenConfig { template: ChatTemplate::Llama3, ..cfg(RegenMode::Regenerated) }, None, dir.path()).unwrap_err();
+    let e = regenerate_dataset(
+        &mut t,
+        &tok,
+        &recs,
+        &RegenConfig { template: ChatTemplate::Llama3, ..cfg(RegenMode::Regenerated) },
+        None,
+        dir.path(),
+    )
+    .unwrap_err();
     assert!(matches!(e, EdaError::Tokenizer { .. }));
     std::fs::write(dir.path().join(MANIFEST_FILE), "{}").unwrap();
     let e = regenerate_dataset(&mut t, &tok, &recs, &cfg(RegenMode::Regenerated), None, dir.path()).unwrap_err();
@@ -322,7 +335,12 @@ fn mock_server(replies: Vec<(u16, String)>) -> (String, mpsc::Receiver<String>, 
             tx.send(format!("{head}{}", String::from_utf8_lossy(&req))).unwrap();
             let mut stream = stream;
             let reason = if status == 200 { "OK" } else { "Error" };
-            write!(stream, "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
+            write!(
+                stream,
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
             stream.flush().unwrap();
         }
     });
@@ -357,7 +375,11 @@ fn openai_round_trip_and_errors() {
 
     // Nothing listening: a remote error, not a panic.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut dead = OpenAiRegenerator::new(OpenAiSettings { timeout_secs: 5, ..OpenAiSettings::new(format!("http://127.0.0.1:{port}"), "m") }, tok, None);
+    let mut dead = OpenAiRegenerator::new(
+        OpenAiSettings { timeout_secs: 5, ..OpenAiSettings::new(format!("http://127.0.0.1:{port}"), "m") },
+        tok,
+        None,
+    );
     assert!(matches!(dead.regenerate(&[1], &gen).unwrap_err(), EdaError::Remote(_)));
 }
 
@@ -367,7 +389,8 @@ fn pipeline_with_remote_generator_uses_local_features() {
     let recs: Vec<PromptRecord> = records().into_iter().take(2).collect();
     let ok = r#"{"choices": [{"text": "yes world", "finish_reason": "length"}]}"#.to_string();
     let (url, _rx, h) = mock_server(vec![(200, ok.clone()), (200, ok)]);
-    let mut remote = OpenAiRegenerator::new(OpenAiSettings { timeout_secs: 10, ..OpenAiSettings::new(url.clone(), "m") }, tok.clone(), Some(IM_END));
+    let mut remote =
+        OpenAiRegenerator::new(OpenAiSettings { timeout_secs: 10, ..OpenAiSettings::new(url.clone(), "m") }, tok.clone(), Some(IM_END));
     let dir = tempfile::tempdir().unwrap();
     let mut target = MockTarget::new(64);
     let s = regenerate_dataset(&mut target, &tok, &recs, &cfg(RegenMode::Regenerated), Some(&mut remote), dir.path()).unwrap();

@@ -46,7 +46,9 @@ fn a_changed_prompts_file_is_refused_unless_allowed() {
     // Same ids, different content: the old answer to `a` would be kept for a new question.
     let changed = records(&PROMPTS.replace("what is two plus two", "hello hello"));
     match run(&changed, &cfg(), dir.path()) {
-        Err(EdaError::ResumeMismatch { differences, .. }) => assert!(differences.iter().any(|d| d.contains("`a` changed")), "{differences:?}"),
+        Err(EdaError::ResumeMismatch { differences, .. }) => {
+            assert!(differences.iter().any(|d| d.contains("`a` changed")), "{differences:?}")
+        }
         other => panic!("expected ResumeMismatch, got {other:?}"),
     }
     // A different file whose ids do not include the done ones.

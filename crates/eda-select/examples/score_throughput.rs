@@ -55,11 +55,8 @@ fn json_f64(v: &serde_json::Value, path: &[&str]) -> Option<f64> {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let d = env_usize("EDA_BENCH_DIM", 3584);
     let n_fit = env_usize("EDA_BENCH_FIT", 4096);
-    let sizes: Vec<usize> = std::env::var("EDA_BENCH_SCORE")
-        .unwrap_or_else(|_| "4096,16384".into())
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let sizes: Vec<usize> =
+        std::env::var("EDA_BENCH_SCORE").unwrap_or_else(|_| "4096,16384".into()).split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let n_max = *sizes.iter().max().ok_or("EDA_BENCH_SCORE lists no sizes")?;
     let alpha = 0.1;
     println!("d = {d}, fit vectors = {n_fit}, score sizes = {sizes:?}, rayon threads = {}", rayon::current_num_threads());

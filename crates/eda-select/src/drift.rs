@@ -69,9 +69,7 @@ pub struct DriftSummary {
 impl DriftSummary {
     /// Scores every token of `base` (if given) and `tuned` with `selector`'s model and positions.
     pub fn compute(selector: &MahalanobisSelector, base: Option<&[FeatureSample]>, tuned: &[FeatureSample]) -> Result<Self> {
-        let flat = |s: &[FeatureSample]| -> Result<DistanceStats> {
-            DistanceStats::from_values(&selector.token_distances(s)?.concat())
-        };
+        let flat = |s: &[FeatureSample]| -> Result<DistanceStats> { DistanceStats::from_values(&selector.token_distances(s)?.concat()) };
         let tuned = flat(tuned)?;
         let base = base.map(flat).transpose()?;
         Ok(Self::from_parts(base, tuned))
@@ -87,9 +85,17 @@ impl DriftSummary {
 impl fmt::Display for DriftSummary {
     /// A small aligned table.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "set", "tokens", "mean", "std", "p5", "p25", "p50", "p75", "p95")?;
+        writeln!(
+            f,
+            "{:<8} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "set", "tokens", "mean", "std", "p5", "p25", "p50", "p75", "p95"
+        )?;
         let row = |f: &mut fmt::Formatter<'_>, name: &str, s: &DistanceStats| {
-            writeln!(f, "{:<8} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}", name, s.count, s.mean, s.std, s.p5, s.p25, s.p50, s.p75, s.p95)
+            writeln!(
+                f,
+                "{:<8} {:>9} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+                name, s.count, s.mean, s.std, s.p5, s.p25, s.p50, s.p75, s.p95
+            )
         };
         if let Some(b) = &self.base {
             row(f, "base", b)?;

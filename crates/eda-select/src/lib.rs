@@ -35,7 +35,6 @@
 //! ```
 #![warn(missing_docs)]
 
-
 pub mod drift;
 mod linalg;
 pub mod model;

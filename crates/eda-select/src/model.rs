@@ -85,7 +85,11 @@ impl MahalanobisModel {
             stats.count,
             f.column,
             f.pivot,
-            if alpha > 0.0 { format!(" even with jitter up to {:e}", JITTER_REL * scale * 10f64.powi(JITTER_RETRIES as i32 - 1)) } else { "; use shrinkage (α > 0) for a singular covariance".into() }
+            if alpha > 0.0 {
+                format!(" even with jitter up to {:e}", JITTER_REL * scale * 10f64.powi(JITTER_RETRIES as i32 - 1))
+            } else {
+                "; use shrinkage (α > 0) for a singular covariance".into()
+            }
         )))
     }
 

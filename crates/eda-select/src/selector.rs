@@ -219,8 +219,7 @@ impl MahalanobisSelector {
     pub fn token_distances(&self, samples: &[FeatureSample]) -> Result<Vec<Vec<f64>>> {
         self.check(samples, "candidate")?;
         let positions: Vec<Vec<usize>> = samples.iter().map(|s| self.scored_positions(s)).collect::<Result<_>>()?;
-        let rows: Vec<&[f32]> =
-            samples.iter().zip(&positions).flat_map(|(s, p)| p.iter().map(move |&t| s.hidden_row(t))).collect();
+        let rows: Vec<&[f32]> = samples.iter().zip(&positions).flat_map(|(s, p)| p.iter().map(move |&t| s.hidden_row(t))).collect();
         let flat = self.model.distances_batched(&rows, self.config.batch_tokens)?;
         let mut out = Vec::with_capacity(samples.len());
         let mut at = 0;
@@ -236,7 +235,8 @@ impl MahalanobisSelector {
         match self.config.pooling {
             Pooling::PoolThenDistance => {
                 self.check(samples, "candidate")?;
-                let means: Vec<Vec<f64>> = samples.iter().map(|s| Ok(mean_feature(s, &self.scored_positions(s)?))).collect::<Result<_>>()?;
+                let means: Vec<Vec<f64>> =
+                    samples.iter().map(|s| Ok(mean_feature(s, &self.scored_positions(s)?))).collect::<Result<_>>()?;
                 self.model.distances_f64(&means)
             }
             pooling => Ok(self.token_distances(samples)?.iter().map(|d| pooling.pool(d)).collect()),

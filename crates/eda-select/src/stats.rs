@@ -153,12 +153,8 @@ impl FromStr for Shrinkage {
         let parsed = match lower.as_str() {
             "lw" | "ledoit-wolf" | "ledoitwolf" => Shrinkage::LedoitWolf,
             other => match other.strip_prefix("ridge:") {
-                Some(a) => Shrinkage::Ridge(
-                    a.parse::<f64>().map_err(|e| EdaError::InvalidArgument(format!("bad ridge α `{a}`: {e}")))?,
-                ),
-                None => {
-                    return Err(EdaError::InvalidArgument(format!("unknown shrinkage `{s}` (expected `lw` or `ridge:<α>`)")))
-                }
+                Some(a) => Shrinkage::Ridge(a.parse::<f64>().map_err(|e| EdaError::InvalidArgument(format!("bad ridge α `{a}`: {e}")))?),
+                None => return Err(EdaError::InvalidArgument(format!("unknown shrinkage `{s}` (expected `lw` or `ridge:<α>`)"))),
             },
         };
         parsed.validate()?;
@@ -500,7 +496,9 @@ impl FeatureStats {
             };
             match acc.as_mut() {
                 None => acc = Some(part),
-                Some(a) => a.merge(&part).map_err(|_| EdaError::mismatch(format!("hidden size in shard {}", p.display()), a.dim(), part.dim()))?,
+                Some(a) => {
+                    a.merge(&part).map_err(|_| EdaError::mismatch(format!("hidden size in shard {}", p.display()), a.dim(), part.dim()))?
+                }
             }
             tracing::info!(shard = %p.display(), observations = acc.as_ref().map_or(0, |a| a.count()), "accumulated reference statistics");
         }
@@ -571,7 +569,11 @@ impl FeatureStats {
             return Err(EdaError::mismatch("length of the statistics mean", d, self.mean.len()));
         }
         if self.covariance.shape() != (d, d) {
-            return Err(EdaError::ShapeMismatch { name: "covariance".into(), expected: vec![d, d], actual: vec![self.covariance.nrows(), self.covariance.ncols()] });
+            return Err(EdaError::ShapeMismatch {
+                name: "covariance".into(),
+                expected: vec![d, d],
+                actual: vec![self.covariance.nrows(), self.covariance.ncols()],
+            });
         }
         if self.count < 2 {
             return Err(EdaError::SingularCovariance(format!("statistics record {} observations; at least 2 are needed", self.count)));
@@ -665,14 +667,7 @@ impl FeatureStats {
         };
         let mean = DVector::from_vec(get("mean", vec![dim])?);
         let cov = DMatrix::from_row_slice(dim, dim, &get("covariance", vec![dim, dim])?);
-        let stats = FeatureStats {
-            dim,
-            count,
-            mean,
-            covariance: cov,
-            ledoit_wolf_alpha,
-            config: FitConfig { positions, unit, shrinkage },
-        };
+        let stats = FeatureStats { dim, count, mean, covariance: cov, ledoit_wolf_alpha, config: FitConfig { positions, unit, shrinkage } };
         stats.validate().map_err(|e| corrupt(e.to_string()))?;
         Ok(stats)
     }

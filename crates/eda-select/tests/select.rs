@@ -70,7 +70,12 @@ fn matches_numpy_scipy_reference() {
                 assert!((a - b).abs() <= 1e-11 * (1.0 + b.abs()), "cov[{i},{j}] d={d}: {a} vs {b}");
             }
         }
-        assert!(rel(stats.ledoit_wolf_alpha, case.ledoit_wolf_alpha) < 1e-9, "LW α d={d}: {} vs {}", stats.ledoit_wolf_alpha, case.ledoit_wolf_alpha);
+        assert!(
+            rel(stats.ledoit_wolf_alpha, case.ledoit_wolf_alpha) < 1e-9,
+            "LW α d={d}: {} vs {}",
+            stats.ledoit_wolf_alpha,
+            case.ledoit_wolf_alpha
+        );
 
         let query = to_f32(&case.query);
         let rows: Vec<&[f32]> = query.iter().map(|r| r.as_slice()).collect();
@@ -122,12 +127,18 @@ fn affine_invariance_of_ranks_without_shrinkage() {
     let d = 6;
     let mut rng = eda_core::sampling::seeded_rng(7);
     let base = random_rows(&mut rng, 200, d, 0.0);
-    let cands: Vec<Vec<f32>> = random_rows(&mut rng, 60, d, 0.0).into_iter().enumerate().map(|(i, r)| r.iter().map(|v| v * (1.0 + (i % 5) as f32 * 0.4)).collect()).collect();
+    let cands: Vec<Vec<f32>> = random_rows(&mut rng, 60, d, 0.0)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| r.iter().map(|v| v * (1.0 + (i % 5) as f32 * 0.4)).collect())
+        .collect();
     let a = DMatrix::<f64>::from_fn(d, d, |i, j| if i == j { 2.0 } else { ((i * 3 + j * 5) % 7) as f64 * 0.2 - 0.5 });
     assert!(a.clone().lu().determinant().abs() > 1e-3);
     let b = DVector::<f64>::from_fn(d, |i, _| i as f64 * 10.0 - 20.0);
     let transform = |rows: &[Vec<f32>]| -> Vec<Vec<f32>> {
-        rows.iter().map(|r| (&a * DVector::from_iterator(d, r.iter().map(|v| *v as f64)) + &b).iter().map(|v| *v as f32).collect()).collect()
+        rows.iter()
+            .map(|r| (&a * DVector::from_iterator(d, r.iter().map(|v| *v as f64)) + &b).iter().map(|v| *v as f32).collect())
+            .collect()
     };
     let cfg = FitConfig { shrinkage: Shrinkage::Ridge(0.0), ..Default::default() };
     let score = |base: &[Vec<f32>], cands: &[Vec<f32>]| {
@@ -190,7 +201,12 @@ fn parallel_merge_equals_sequential() {
     // The full fit is independent of the number of threads.
     let samples = samples_from_rows(&rows, 13);
     let a = pool.install(|| FeatureStats::fit(&samples, &FitConfig::default())).unwrap();
-    let b = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap().install(|| FeatureStats::fit(&samples, &FitConfig::default())).unwrap();
+    let b = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| FeatureStats::fit(&samples, &FitConfig::default()))
+        .unwrap();
     assert!((&a.covariance - &b.covariance).abs().max() < 1e-12 * a.covariance.abs().max());
     assert!(rel(a.ledoit_wolf_alpha, b.ledoit_wolf_alpha) < 1e-10);
 }
@@ -396,7 +412,6 @@ fn blocked_kernels_at_width_above_block_size() {
         assert!(rel(*g, y.norm()) < 1e-10);
     }
 }
-
 
 #[test]
 fn an_all_zero_loss_mask_is_an_error_not_scored_on_every_position() {

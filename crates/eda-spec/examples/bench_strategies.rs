@@ -67,7 +67,10 @@ fn main() -> Result<()> {
     ];
     println!("target: qwen2 {layers} layers (hidden {hidden}, vocab {vocab}); drafts: 1 layer; {} prompts x {max_new} tokens, greedy, {device:?}", prompts.len());
     let mut rows = Vec::new();
-    println!("{:<8} {:<40} {:>6} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>6}", "draft", "strategy", "tau", "tau_ref", "alpha", "c", "tok/s", "AR tok/s", "speedup", "exact");
+    println!(
+        "{:<8} {:<40} {:>6} {:>7} {:>6} {:>6} {:>9} {:>9} {:>8} {:>6}",
+        "draft", "strategy", "tau", "tau_ref", "alpha", "c", "tok/s", "AR tok/s", "speedup", "exact"
+    );
     for (name, draft) in drafts.iter_mut() {
         for mut s in strategies {
             let r = evaluate(&mut target, draft, &mut s, &prompts, &gen)?;

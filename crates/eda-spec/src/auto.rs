@@ -178,7 +178,13 @@ impl AutoStrategy {
         expected / (gamma as f64 * c + v)
     }
 
-    fn probe(&self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<AutoChoice> {
+    fn probe(
+        &self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<AutoChoice> {
         if self.max_gamma == 0 {
             return Err(EdaError::InvalidArgument("auto strategy: max_gamma must be at least 1".into()));
         }
@@ -256,7 +262,13 @@ impl AutoStrategy {
         Ok(choice)
     }
 
-    fn ensure_choice(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Strategy> {
+    fn ensure_choice(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<Strategy> {
         let choice = match self.choice.take() {
             Some(c) => c,
             None => self.probe(target, draft, prompt, cfg)?,
@@ -268,7 +280,13 @@ impl AutoStrategy {
 }
 
 impl DecodingStrategy for AutoStrategy {
-    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+    fn generate(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerationOutput> {
         let mut s = self.ensure_choice(target, draft, prompt, cfg)?;
         s.generate(target, draft, prompt, cfg)
     }

@@ -153,7 +153,13 @@ impl ChainStrategy {
 }
 
 impl DecodingStrategy for ChainStrategy {
-    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+    fn generate(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerationOutput> {
         self.run(target, draft, prompt, cfg, Verify::Lossless, None)
     }
 }
@@ -215,7 +221,13 @@ impl Autoregressive {
 }
 
 impl DecodingStrategy for Autoregressive {
-    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+    fn generate(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerationOutput> {
         self.run(target, draft, prompt, cfg, None)
     }
 }

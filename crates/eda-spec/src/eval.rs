@@ -26,7 +26,11 @@ pub fn verify_cycles(m: &DecodeMetrics) -> usize {
 /// ```
 pub fn tau_per_cycle(m: &DecodeMetrics) -> f64 {
     let c = verify_cycles(m);
-    if c == 0 { 0.0 } else { m.new_tokens.saturating_sub(1) as f64 / c as f64 }
+    if c == 0 {
+        0.0
+    } else {
+        m.new_tokens.saturating_sub(1) as f64 / c as f64
+    }
 }
 
 /// τ as the EAGLE/EDA reference code computes it (spec §6.4, *reference variant*):
@@ -41,7 +45,11 @@ pub fn tau_per_cycle(m: &DecodeMetrics) -> f64 {
 /// ```
 pub fn tau_reference(m: &DecodeMetrics) -> Option<f64> {
     let c = verify_cycles(m);
-    if c < 2 { None } else { Some(m.new_tokens.saturating_sub(1) as f64 / (c - 1) as f64) }
+    if c < 2 {
+        None
+    } else {
+        Some(m.new_tokens.saturating_sub(1) as f64 / (c - 1) as f64)
+    }
 }
 
 /// Options of [`evaluate_with`].
@@ -182,18 +190,67 @@ fn fmt_opt(v: Option<f64>) -> String {
 
 impl fmt::Display for EvalReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "strategy: {}  (temperature {}, top-p {}, max_new_tokens {})", self.strategy, self.config.temperature, self.config.top_p, self.config.max_new_tokens)?;
-        writeln!(f, "{:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>7} {:>9} {:>9} {:>8} {:>6}", "prompt", "tokens", "tau", "tau_ref", "alpha", "c", "pred_x", "tok/s", "AR tok/s", "speedup", "match")?;
-        let line = |f: &mut fmt::Formatter<'_>, name: &str, n: usize, tau: f64, tr: Option<f64>, alpha: f64, c: f64, pred: f64, tps: f64, btps: f64, sp: f64, m: String| {
-            writeln!(f, "{name:>6} {n:>6} {tau:>6.2} {:>7} {alpha:>6.3} {c:>6.3} {pred:>7.2} {tps:>9.1} {btps:>9.1} {sp:>8.2} {m:>6}", fmt_opt(tr))
+        writeln!(
+            f,
+            "strategy: {}  (temperature {}, top-p {}, max_new_tokens {})",
+            self.strategy, self.config.temperature, self.config.top_p, self.config.max_new_tokens
+        )?;
+        writeln!(
+            f,
+            "{:>6} {:>6} {:>6} {:>7} {:>6} {:>6} {:>7} {:>9} {:>9} {:>8} {:>6}",
+            "prompt", "tokens", "tau", "tau_ref", "alpha", "c", "pred_x", "tok/s", "AR tok/s", "speedup", "match"
+        )?;
+        let line = |f: &mut fmt::Formatter<'_>,
+                    name: &str,
+                    n: usize,
+                    tau: f64,
+                    tr: Option<f64>,
+                    alpha: f64,
+                    c: f64,
+                    pred: f64,
+                    tps: f64,
+                    btps: f64,
+                    sp: f64,
+                    m: String| {
+            writeln!(
+                f,
+                "{name:>6} {n:>6} {tau:>6.2} {:>7} {alpha:>6.3} {c:>6.3} {pred:>7.2} {tps:>9.1} {btps:>9.1} {sp:>8.2} {m:>6}",
+                fmt_opt(tr)
+            )
         };
         for p in &self.prompts {
             let m = p.greedy_match.map(|b| if b { "yes" } else { "NO" }.to_string()).unwrap_or_else(|| "-".into());
-            line(f, &p.index.to_string(), p.metrics.new_tokens, p.tau, p.tau_reference, p.alpha, p.cost_ratio, p.predicted_speedup, p.tokens_per_second, p.baseline_tokens_per_second, p.speedup, m)?;
+            line(
+                f,
+                &p.index.to_string(),
+                p.metrics.new_tokens,
+                p.tau,
+                p.tau_reference,
+                p.alpha,
+                p.cost_ratio,
+                p.predicted_speedup,
+                p.tokens_per_second,
+                p.baseline_tokens_per_second,
+                p.speedup,
+                m,
+            )?;
         }
         let a = &self.aggregate;
         let m = a.greedy_matches.map(|k| format!("{k}/{}", a.prompts)).unwrap_or_else(|| "-".into());
-        line(f, "all", a.new_tokens, a.tau, a.tau_reference, a.alpha, a.cost_ratio, a.predicted_speedup, a.tokens_per_second, a.baseline_tokens_per_second, a.speedup, m)?;
+        line(
+            f,
+            "all",
+            a.new_tokens,
+            a.tau,
+            a.tau_reference,
+            a.alpha,
+            a.cost_ratio,
+            a.predicted_speedup,
+            a.tokens_per_second,
+            a.baseline_tokens_per_second,
+            a.speedup,
+            m,
+        )?;
         let acc: Vec<String> = a.acceptance_per_depth.iter().map(|x| format!("{x:.2}")).collect();
         writeln!(f, "acceptance per depth: [{}]", acc.join(", "))?;
         write!(f, "tau = tokens per drafting-verification cycle (bonus included); tau_ref = reference-code variant new_token/(cycles-1), mean over prompts")
@@ -251,7 +308,8 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
     }
     for (index, prompt) in prompts.iter().enumerate() {
         bar.inc(1);
-        let base = if opts.baseline { Some(eda_core::DecodingStrategy::generate(&mut Autoregressive, target, draft, prompt, cfg)?) } else { None };
+        let base =
+            if opts.baseline { Some(eda_core::DecodingStrategy::generate(&mut Autoregressive, target, draft, prompt, cfg)?) } else { None };
         let out = strategy.generate(target, draft, prompt, cfg)?;
         let m = &out.metrics;
         let btps = base.as_ref().map(|b| b.metrics.tokens_per_second()).unwrap_or(0.0);

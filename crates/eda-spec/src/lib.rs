@@ -56,7 +56,10 @@ use serde::{Deserialize, Serialize};
 
 pub use auto::{AutoChoice, AutoStrategy, CandidateEstimate};
 pub use chain::{Autoregressive, ChainStrategy};
-pub use eval::{evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport, PromptReport, SpeedupMeasurement};
+pub use eval::{
+    evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport,
+    PromptReport, SpeedupMeasurement,
+};
 pub use lm_draft::LmDraft;
 pub use session::CommitCallback;
 pub use tree::{TreeStrategy, MAX_TREE_DEPTH, MAX_TREE_NODES, MAX_TREE_TOP_K};
@@ -106,7 +109,13 @@ pub enum Strategy {
 }
 
 impl DecodingStrategy for Strategy {
-    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+    fn generate(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerationOutput> {
         match self {
             Strategy::Autoregressive => Autoregressive.generate(target, draft, prompt, cfg),
             Strategy::Chain(c) => c.generate(target, draft, prompt, cfg),

@@ -65,7 +65,13 @@ impl DraftModel for LmDraft {
         self.model.retain_cache(keep)
     }
 
-    fn forward_masked(&mut self, tokens: &[TokenId], features: Option<Tensor<2>>, positions: &[usize], mask: &AttentionMask) -> Result<DraftOutput> {
+    fn forward_masked(
+        &mut self,
+        tokens: &[TokenId],
+        features: Option<Tensor<2>>,
+        positions: &[usize],
+        mask: &AttentionMask,
+    ) -> Result<DraftOutput> {
         if features.is_some() {
             return Err(EdaError::InvalidArgument("LmDraft reads tokens only; it was given target features".into()));
         }

@@ -9,7 +9,9 @@ use rand::Rng;
 
 use eda_core::backend::to_vec_f32;
 use eda_core::sampling::{next_token, seeded_rng, EdaRng};
-use eda_core::{AttentionMask, DecodeMetrics, DraftModel, DraftOutput, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
+use eda_core::{
+    AttentionMask, DecodeMetrics, DraftModel, DraftOutput, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId,
+};
 
 /// How drafted tokens are verified. `AcceptAll` exists only to prove the statistical tests can
 /// fail: it accepts every drafted token (a lossy, broken verifier).
@@ -60,7 +62,9 @@ pub(crate) fn draft_columns(out: &DraftOutput, vocab: usize) -> Result<Option<Ar
 /// Target token of draft logit column `col` (`ids`: the reduced draft vocabulary, if any).
 pub(crate) fn column_token(ids: Option<&Arc<[TokenId]>>, col: usize, vocab: usize) -> Result<TokenId> {
     let t = match ids {
-        Some(ids) => *ids.get(col).ok_or_else(|| EdaError::InvalidArgument(format!("draft logit column {col} has no token in the draft vocabulary mapping")))?,
+        Some(ids) => *ids
+            .get(col)
+            .ok_or_else(|| EdaError::InvalidArgument(format!("draft logit column {col} has no token in the draft vocabulary mapping")))?,
         None => col as TokenId,
     };
     if t as usize >= vocab {
@@ -230,7 +234,8 @@ impl<'a, 'c> Session<'a, 'c> {
     pub fn draft_catch_up(&mut self) -> Result<(DraftRow, Tensor<2>)> {
         let dlen = self.draft.cache_len();
         let (tokens, features) = if self.eagle {
-            let features = self.pending.take().ok_or_else(|| EdaError::InvalidArgument("EAGLE draft: no pending target features".into()))?;
+            let features =
+                self.pending.take().ok_or_else(|| EdaError::InvalidArgument("EAGLE draft: no pending target features".into()))?;
             (self.seq[dlen + 1..].to_vec(), Some(features))
         } else {
             (self.seq[dlen..].to_vec(), None)

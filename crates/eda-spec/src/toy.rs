@@ -201,7 +201,10 @@ impl TargetModel for ToyLm {
                 Some(c) => (tokens[c - past] as usize, positions[c - past] + 1),
             };
             if positions[i] != expected_pos {
-                return Err(EdaError::InvalidArgument(format!("toy model: row {i} at position {} but its predecessor implies {expected_pos}", positions[i])));
+                return Err(EdaError::InvalidArgument(format!(
+                    "toy model: row {i} at position {} but its predecessor implies {expected_pos}",
+                    positions[i]
+                )));
             }
             prev_tokens.push(prev_tok);
         }
@@ -209,7 +212,8 @@ impl TargetModel for ToyLm {
             self.cache.push((*t, *p));
         }
         let cur: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
-        let logits = self.a_t.clone().select(0, index_tensor(&cur, &self.device)) + self.b_t.clone().select(0, index_tensor(&prev_tokens, &self.device));
+        let logits = self.a_t.clone().select(0, index_tensor(&cur, &self.device))
+            + self.b_t.clone().select(0, index_tensor(&prev_tokens, &self.device));
         let hidden = self.eye.clone().select(0, index_tensor(&cur, &self.device));
         Ok(TargetOutput { logits, hidden })
     }
@@ -280,11 +284,23 @@ impl DraftModel for ToyEagleDraft {
         Ok(())
     }
 
-    fn forward_masked(&mut self, tokens: &[TokenId], features: Option<Tensor<2>>, positions: &[usize], mask: &AttentionMask) -> Result<DraftOutput> {
+    fn forward_masked(
+        &mut self,
+        tokens: &[TokenId],
+        features: Option<Tensor<2>>,
+        positions: &[usize],
+        mask: &AttentionMask,
+    ) -> Result<DraftOutput> {
         let features = features.ok_or_else(|| EdaError::InvalidArgument("toy EAGLE draft needs target features".into()))?;
         let [rows, h] = features.dims();
         let past = self.cache.len();
-        if rows != tokens.len() || h != self.vocab || mask.past() != past || mask.new_len() != tokens.len() || positions.len() != tokens.len() || tokens.is_empty() {
+        if rows != tokens.len()
+            || h != self.vocab
+            || mask.past() != past
+            || mask.new_len() != tokens.len()
+            || positions.len() != tokens.len()
+            || tokens.is_empty()
+        {
             return Err(EdaError::InvalidArgument(format!(
                 "toy draft: {} tokens, features {rows}x{h}, {} positions, mask past {} new {}, cache {past}",
                 tokens.len(),
@@ -304,16 +320,26 @@ impl DraftModel for ToyEagleDraft {
                 Some(c) => positions[c - past] + 1,
             };
             if positions[i] != expected {
-                return Err(EdaError::InvalidArgument(format!("toy draft: row {i} at position {} but its predecessor implies {expected}", positions[i])));
+                return Err(EdaError::InvalidArgument(format!(
+                    "toy draft: row {i} at position {} but its predecessor implies {expected}",
+                    positions[i]
+                )));
             }
         }
-        let prev: Vec<i64> = features.argmax(1).reshape([rows]).into_data().convert::<i64>().try_into_vec::<i64>().map_err(|e| EdaError::InvalidArgument(format!("{e:?}")))?;
+        let prev: Vec<i64> = features
+            .argmax(1)
+            .reshape([rows])
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| EdaError::InvalidArgument(format!("{e:?}")))?;
         let prev: Vec<usize> = prev.iter().map(|&p| p as usize).collect();
         let cur: Vec<usize> = tokens.iter().map(|&t| t as usize).collect();
         for (t, p) in tokens.iter().zip(positions) {
             self.cache.push((*t, *p));
         }
-        let logits = self.a_t.clone().select(0, index_tensor(&cur, &self.device)) + self.b_t.clone().select(0, index_tensor(&prev, &self.device));
+        let logits =
+            self.a_t.clone().select(0, index_tensor(&cur, &self.device)) + self.b_t.clone().select(0, index_tensor(&prev, &self.device));
         let hidden = self.eye.clone().select(0, index_tensor(&cur, &self.device));
         Ok(DraftOutput::new(logits, hidden))
     }
@@ -347,7 +373,11 @@ impl ReducedDraft {
         for &t in &ids {
             match seen.get_mut(t as usize) {
                 Some(s) if !*s => *s = true,
-                _ => return Err(EdaError::InvalidArgument(format!("reduced draft: token {t} is outside the vocabulary of {vocab} or listed twice"))),
+                _ => {
+                    return Err(EdaError::InvalidArgument(format!(
+                        "reduced draft: token {t} is outside the vocabulary of {vocab} or listed twice"
+                    )))
+                }
             }
         }
         if ids.is_empty() {
@@ -385,7 +415,13 @@ impl DraftModel for ReducedDraft {
         self.inner.retain_cache(keep)
     }
 
-    fn forward_masked(&mut self, tokens: &[TokenId], features: Option<Tensor<2>>, positions: &[usize], mask: &AttentionMask) -> Result<DraftOutput> {
+    fn forward_masked(
+        &mut self,
+        tokens: &[TokenId],
+        features: Option<Tensor<2>>,
+        positions: &[usize],
+        mask: &AttentionMask,
+    ) -> Result<DraftOutput> {
         let out = self.inner.forward_masked(tokens, features, positions, mask)?;
         let index = index_tensor(&self.columns, &out.logits.device());
         Ok(DraftOutput::new(out.logits.select(1, index), out.hidden).with_token_ids(self.ids.clone()))

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 
 use eda_core::backend::to_vec_f32;
 use eda_core::sampling::{argmax, normalize, probabilities, sample};
-use eda_core::{AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId, TokenTree};
+use eda_core::{
+    AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId, TokenTree,
+};
 
 use crate::session::{column_token, draft_columns, index_tensor, row, uniform, CommitCallback, Session, Verify};
 use crate::SpeculativeStrategy;
@@ -121,8 +123,18 @@ impl TreeStrategy {
             Ok(())
         };
         let k_bound = MAX_TREE_TOP_K.min(vocab);
-        limit("--top-k (tree top_k)", self.top_k, k_bound, format!("the smaller of the draft vocabulary ({vocab}) and the tree limit {MAX_TREE_TOP_K}"))?;
-        limit("--total-tokens (tree nodes)", self.total_tokens, MAX_TREE_NODES, "the tree limit: one verification pass attends over a nodes × (context + nodes) mask".into())?;
+        limit(
+            "--top-k (tree top_k)",
+            self.top_k,
+            k_bound,
+            format!("the smaller of the draft vocabulary ({vocab}) and the tree limit {MAX_TREE_TOP_K}"),
+        )?;
+        limit(
+            "--total-tokens (tree nodes)",
+            self.total_tokens,
+            MAX_TREE_NODES,
+            "the tree limit: one verification pass attends over a nodes × (context + nodes) mask".into(),
+        )?;
         limit("--depth (tree depth)", self.depth, MAX_TREE_DEPTH, "the tree depth limit".into())
     }
 
@@ -131,7 +143,10 @@ impl TreeStrategy {
             return Err(EdaError::InvalidArgument("tree strategy: top_k must be at least 1".into()));
         }
         if self.total_tokens < 2 {
-            return Err(EdaError::InvalidArgument(format!("tree strategy: total_tokens must be at least 2 (root + 1 drafted), got {}", self.total_tokens)));
+            return Err(EdaError::InvalidArgument(format!(
+                "tree strategy: total_tokens must be at least 2 (root + 1 drafted), got {}",
+                self.total_tokens
+            )));
         }
         Ok(())
     }
@@ -313,7 +328,13 @@ impl TreeStrategy {
 }
 
 impl DecodingStrategy for TreeStrategy {
-    fn generate(&mut self, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
+    fn generate(
+        &mut self,
+        target: &mut dyn TargetModel,
+        draft: &mut dyn DraftModel,
+        prompt: &[TokenId],
+        cfg: &GenerationConfig,
+    ) -> Result<GenerationOutput> {
         self.run(target, draft, prompt, cfg, Verify::Lossless, None)
     }
 }

@@ -55,7 +55,6 @@ fn greedy_speculative_decoding_with_qwen2_models_is_exact() {
     }
 }
 
-
 #[test]
 fn greedy_speculative_decoding_with_an_eda_draft_is_exact() {
     // An (untrained) EAGLE-style EDA draft reading the target's features: exercises the
@@ -79,7 +78,9 @@ fn greedy_speculative_decoding_with_an_eda_draft_is_exact() {
         assert_eq!(tree.tokens, reference.tokens, "{name}");
         assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
         // Sampling runs through the sparse draft distribution too.
-        let sampled = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &GenerationConfig { max_new_tokens: 20, ..GenerationConfig::sampling(0.8, 3) }).unwrap();
+        let sampled = ChainStrategy { gamma: 3 }
+            .generate(&mut target, &mut draft, &prompt, &GenerationConfig { max_new_tokens: 20, ..GenerationConfig::sampling(0.8, 3) })
+            .unwrap();
         assert_eq!(sampled.tokens.len(), 20);
     }
 }

@@ -159,7 +159,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .output();
             match out {
                 Err(e) => println!("PyTorch column skipped: could not run `{py}`: {e}"),
-                Ok(o) if !o.status.success() => println!("PyTorch column skipped: `{py}` failed (torch missing?):\n{}", String::from_utf8_lossy(&o.stderr)),
+                Ok(o) if !o.status.success() => {
+                    println!("PyTorch column skipped: `{py}` failed (torch missing?):\n{}", String::from_utf8_lossy(&o.stderr))
+                }
                 Ok(o) => {
                     let text = String::from_utf8_lossy(&o.stdout);
                     let line = text.lines().last().unwrap_or("");
@@ -185,8 +187,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             println!("| train tokens/s ({steps} timed steps) | {rust_tps:.0} | {tt:.0} | {:.2} |", rust_tps / tt);
             println!("| median step, s | {:.3} | {ts:.3} | {:.2} |", median(&step_s), ts / median(&step_s));
             println!();
-            println!("PyTorch side: torch {} on {} ({} threads), {} trainable params, final loss {:.4}",
-                t["torch"], t["device"], t["threads"], t["trainable_params"], t["final_loss"].as_f64().unwrap_or(f64::NAN));
+            println!(
+                "PyTorch side: torch {} on {} ({} threads), {} trainable params, final loss {:.4}",
+                t["torch"],
+                t["device"],
+                t["threads"],
+                t["trainable_params"],
+                t["final_loss"].as_f64().unwrap_or(f64::NAN)
+            );
         }
     }
     if let Some(path) = opt("--json") {

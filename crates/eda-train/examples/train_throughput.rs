@@ -30,11 +30,17 @@ fn main() -> eda_core::Result<()> {
         .collect::<eda_core::Result<_>>()?;
     let emb = Tensor::<2>::from_data(TensorData::new(rand_vec(v * h, 0.1), [v, h]), &device);
     let head = Tensor::<2>::from_data(TensorData::new(rand_vec(v * h, 0.1), [v, h]), &device);
-    let cfg = TrainConfig { steps: Some(steps), batch_size: batch, max_len: len, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
+    let cfg =
+        TrainConfig { steps: Some(steps), batch_size: batch, max_len: len, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
     let draft = stage1_draft(&EdaDraftConfig::tiny(v, h), emb, head, &cfg, &device)?;
     let dir = tempfile::tempdir().map_err(|e| eda_core::EdaError::io("tempdir", e))?;
     let mut trainer = DraftTrainer::new(cfg, draft, &device, dir.path())?.progress(false);
     let r = trainer.train(&data)?;
-    println!("EdaDraft V={v} H={h} B={batch} T={len}: {} tokens in {:.2} s = {:.0} tokens/s", r.tokens, r.seconds, r.tokens as f64 / r.seconds);
+    println!(
+        "EdaDraft V={v} H={h} B={batch} T={len}: {} tokens in {:.2} s = {:.0} tokens/s",
+        r.tokens,
+        r.seconds,
+        r.tokens as f64 / r.seconds
+    );
     Ok(())
 }

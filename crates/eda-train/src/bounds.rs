@@ -42,7 +42,11 @@ pub fn check_micro_batch(batch: usize, len: usize, hidden: usize, vocab: usize, 
             what: "--batch-size × --max-len (tokens per micro-batch)".into(),
             value: batch as u128 * len as u128,
             bound: avail / (4 * (3 * hidden as u128 + 2 * vocab as u128)).max(1),
-            why: format!("one micro-batch needs at least {:.1} GiB (features and [B, T, {vocab}] logits), {:.1} GiB is available", need as f64 / (1u64 << 30) as f64, avail as f64 / (1u64 << 30) as f64),
+            why: format!(
+                "one micro-batch needs at least {:.1} GiB (features and [B, T, {vocab}] logits), {:.1} GiB is available",
+                need as f64 / (1u64 << 30) as f64,
+                avail as f64 / (1u64 << 30) as f64
+            ),
         }),
         _ => Ok(()),
     }

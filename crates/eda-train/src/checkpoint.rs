@@ -201,7 +201,11 @@ impl ModuleMapper for Load<'_> {
         let dims = tensor.dims().to_vec();
         if *shape != dims {
             if self.error.is_none() {
-                self.error = Some(EdaError::ShapeMismatch { name: format!("{key} in {}", self.file.display()), expected: dims, actual: shape.clone() });
+                self.error = Some(EdaError::ShapeMismatch {
+                    name: format!("{key} in {}", self.file.display()),
+                    expected: dims,
+                    actual: shape.clone(),
+                });
             }
             return Param::from_mapped_value(id, tensor, mapper);
         }

@@ -120,7 +120,14 @@ pub struct ScheduleConfig {
 
 impl Default for ScheduleConfig {
     fn default() -> Self {
-        ScheduleConfig { lr: 2e-4, min_lr: 0.0, warmup_steps: 0, warmup: WarmupShape::Linear, decay: DecayShape::Cosine, decay_total_steps: None }
+        ScheduleConfig {
+            lr: 2e-4,
+            min_lr: 0.0,
+            warmup_steps: 0,
+            warmup: WarmupShape::Linear,
+            decay: DecayShape::Cosine,
+            decay_total_steps: None,
+        }
     }
 }
 
@@ -128,7 +135,14 @@ impl ScheduleConfig {
     /// The reference schedule (DeepSpeed `WarmupDecayLR`): log warmup over 2000 steps to 2e-4,
     /// then linear decay to 0 at step 800,000.
     pub fn reference() -> Self {
-        ScheduleConfig { lr: 2e-4, min_lr: 0.0, warmup_steps: 2000, warmup: WarmupShape::Log, decay: DecayShape::Linear, decay_total_steps: Some(800_000) }
+        ScheduleConfig {
+            lr: 2e-4,
+            min_lr: 0.0,
+            warmup_steps: 2000,
+            warmup: WarmupShape::Log,
+            decay: DecayShape::Linear,
+            decay_total_steps: Some(800_000),
+        }
     }
 
     /// Learning rate used by the optimiser step with 0-based index `step` in a run of
@@ -307,8 +321,12 @@ impl TrainConfig {
         if self.steps.is_none() && !(self.epochs > 0.0 && self.epochs.is_finite()) {
             return bad(format!("epochs must be a positive number, got {}", self.epochs));
         }
-        if !(self.schedule.lr.is_finite() && self.schedule.lr >= 0.0) || !(self.schedule.min_lr.is_finite() && self.schedule.min_lr >= 0.0) {
-            return bad(format!("schedule.lr / schedule.min_lr must be finite and >= 0 (got {} / {})", self.schedule.lr, self.schedule.min_lr));
+        if !(self.schedule.lr.is_finite() && self.schedule.lr >= 0.0) || !(self.schedule.min_lr.is_finite() && self.schedule.min_lr >= 0.0)
+        {
+            return bad(format!(
+                "schedule.lr / schedule.min_lr must be finite and >= 0 (got {} / {})",
+                self.schedule.lr, self.schedule.min_lr
+            ));
         }
         let a = &self.adamw;
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {

@@ -56,7 +56,13 @@ impl Stage2Freeze {
 /// reduced draft vocabulary pass a config without `draft_vocab_size` and call
 /// [`EdaDraft::with_draft_vocab`] with [`vocab::top_k_tokens`](crate::vocab::top_k_tokens) of the
 /// training data.
-pub fn stage1_draft(cfg: &EdaDraftConfig, embedding: Tensor<2>, lm_head: Tensor<2>, train: &TrainConfig, device: &Device) -> Result<EdaDraft> {
+pub fn stage1_draft(
+    cfg: &EdaDraftConfig,
+    embedding: Tensor<2>,
+    lm_head: Tensor<2>,
+    train: &TrainConfig,
+    device: &Device,
+) -> Result<EdaDraft> {
     EdaDraft::new_seeded(cfg, embedding, lm_head, device, train.seed)
 }
 

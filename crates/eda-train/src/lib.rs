@@ -36,8 +36,8 @@
 
 #![warn(missing_docs)]
 
-pub mod bounds;
 pub mod batch;
+pub mod bounds;
 pub mod checkpoint;
 pub mod config;
 mod draft_impl;
@@ -47,7 +47,9 @@ pub mod optim;
 pub mod trainer;
 pub mod vocab;
 
-pub use config::{AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, Stage2Freeze, TrainConfig, WarmupShape};
+pub use config::{
+    AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, Stage2Freeze, TrainConfig, WarmupShape,
+};
+pub use draft_impl::{stage1_draft, stage2_draft};
 pub use model::{tally_params, ParamTally, TrainForward, TrainableDraft};
 pub use trainer::{DraftTrainer, StepMetrics};
-pub use draft_impl::{stage1_draft, stage2_draft};

@@ -85,4 +85,3 @@ pub fn tally_params<M: Module>(module: &M) -> ParamTally {
     module.visit(&mut t);
     t.0
 }
-

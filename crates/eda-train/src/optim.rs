@@ -181,7 +181,8 @@ impl AdamW {
     /// gradients. Parameters without a gradient are left untouched.
     pub fn step<M: Module>(&mut self, lr: f64, module: M, grads: &mut GradAccumulator) -> M {
         self.step += 1;
-        let mut mapper = AdamWMapper { path: Vec::new(), grads: &mut grads.grads, moments: &mut self.moments, p: &self.params, lr, t: self.step };
+        let mut mapper =
+            AdamWMapper { path: Vec::new(), grads: &mut grads.grads, moments: &mut self.moments, p: &self.params, lr, t: self.step };
         let out = module.map(&mut mapper);
         grads.grads.clear();
         out
@@ -219,7 +220,11 @@ impl AdamW {
                     .get(&format!("{base}.exp_avg_sq"))
                     .ok_or_else(|| EdaError::MissingTensor { name: format!("{base}.exp_avg_sq"), file: path.into() })?;
                 if sq.0 != *shape {
-                    return Err(EdaError::ShapeMismatch { name: format!("{base}.exp_avg_sq"), expected: shape.clone(), actual: sq.0.clone() });
+                    return Err(EdaError::ShapeMismatch {
+                        name: format!("{base}.exp_avg_sq"),
+                        expected: shape.clone(),
+                        actual: sq.0.clone(),
+                    });
                 }
                 let m = Tensor::<1>::from_data(TensorData::new(vals.clone(), [vals.len()]), &dev);
                 let v = Tensor::<1>::from_data(TensorData::new(sq.1.clone(), [sq.1.len()]), &dev);

@@ -11,7 +11,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
 use crate::batch::{build_batch, BatchPlan};
-use crate::checkpoint::{frozen_fingerprint, latest_checkpoint, list_checkpoints, load_checkpoint, quarantine_checkpoint, save_checkpoint, TrainState};
+use crate::checkpoint::{
+    frozen_fingerprint, latest_checkpoint, list_checkpoints, load_checkpoint, quarantine_checkpoint, save_checkpoint, TrainState,
+};
 use crate::config::TrainConfig;
 use crate::loss::compute_loss;
 use crate::model::{tally_params, TrainableDraft};
@@ -91,7 +93,11 @@ pub struct DraftTrainer<M: TrainableDraft> {
 
 impl<M: TrainableDraft> std::fmt::Debug for DraftTrainer<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DraftTrainer").field("config", &self.config).field("out_dir", &self.out_dir).field("stop_after", &self.stop_after).finish()
+        f.debug_struct("DraftTrainer")
+            .field("config", &self.config)
+            .field("out_dir", &self.out_dir)
+            .field("stop_after", &self.stop_after)
+            .finish()
     }
 }
 
@@ -117,7 +123,15 @@ impl<M: TrainableDraft> DraftTrainer<M> {
         // `fork` moves the tensors; `train` re-applies every parameter's configured
         // `require_grad` (a module built on a plain device records it without activating it).
         let model = model.fork(&device).train();
-        Ok(DraftTrainer { config, out_dir: out_dir.into(), device, model: Some(model), stop_after: None, show_progress: true, allow_changed_inputs: false })
+        Ok(DraftTrainer {
+            config,
+            out_dir: out_dir.into(),
+            device,
+            model: Some(model),
+            stop_after: None,
+            show_progress: true,
+            allow_changed_inputs: false,
+        })
     }
 
     /// Stops (after writing a checkpoint) once `step` optimiser steps are done, as if the run
@@ -174,7 +188,11 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                 return Err(EdaError::mismatch(format!("hidden size (draft vs feature sample `{}`)", s.id), h, s.hidden_size));
             }
             if let Some(&bad) = s.input_ids.iter().find(|&&t| t as usize >= v) {
-                return Err(EdaError::mismatch(format!("vocabulary size (draft) vs token id {bad} + 1 in sample `{}`", s.id), v, bad as usize + 1));
+                return Err(EdaError::mismatch(
+                    format!("vocabulary size (draft) vs token id {bad} + 1 in sample `{}`", s.id),
+                    v,
+                    bad as usize + 1,
+                ));
             }
             if s.input_ids.len() != s.loss_mask.len() || s.hidden.len() != s.len() * s.hidden_size {
                 s.validate()?;
@@ -204,7 +222,12 @@ impl<M: TrainableDraft> DraftTrainer<M> {
             }));
         }
         if empty > 0 {
-            tracing::warn!(samples = empty, of = data.len(), max_len, "samples without a loss-masked token within max_len contribute nothing to the loss");
+            tracing::warn!(
+                samples = empty,
+                of = data.len(),
+                max_len,
+                "samples without a loss-masked token within max_len contribute nothing to the loss"
+            );
         }
         Ok(())
     }
@@ -220,7 +243,11 @@ impl<M: TrainableDraft> DraftTrainer<M> {
         }
         if let Some(old) = &state.frozen_sha256 {
             if old != frozen_sha {
-                diff.push(format!("frozen parameters (embedding / LM head / stage-1 shared group): sha256 {} (checkpoint) vs {} (now)", &old[..old.len().min(16)], &frozen_sha[..16]));
+                diff.push(format!(
+                    "frozen parameters (embedding / LM head / stage-1 shared group): sha256 {} (checkpoint) vs {} (now)",
+                    &old[..old.len().min(16)],
+                    &frozen_sha[..16]
+                ));
             }
         }
         diff
@@ -257,7 +284,8 @@ impl<M: TrainableDraft> Trainer for DraftTrainer<M> {
         let model = self.model.take().expect("model present between steps");
 
         // Resume.
-        let fingerprints = eda_core::io::check_output_dir(&self.out_dir).and_then(|_| Ok((eda_core::data::fingerprint_samples(data), frozen_fingerprint(&model)?)));
+        let fingerprints = eda_core::io::check_output_dir(&self.out_dir)
+            .and_then(|_| Ok((eda_core::data::fingerprint_samples(data), frozen_fingerprint(&model)?)));
         let (data_sha, frozen_sha) = match fingerprints {
             Ok(f) => f,
             Err(e) => {
@@ -335,7 +363,14 @@ pub fn config_differences(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
 impl<M: TrainableDraft> DraftTrainer<M> {
     /// Loads the newest readable checkpoint (moving unreadable newer ones aside) and checks that
     /// it was written by the same run; returns `fresh` state when there is none.
-    fn resume(&self, model: M, inner_device: &Device, fresh: TrainState, data_sha: &str, frozen_sha: &str) -> std::result::Result<(M, AdamW, TrainState), (M, EdaError)> {
+    fn resume(
+        &self,
+        model: M,
+        inner_device: &Device,
+        fresh: TrainState,
+        data_sha: &str,
+        frozen_sha: &str,
+    ) -> std::result::Result<(M, AdamW, TrainState), (M, EdaError)> {
         let cfg = &self.config;
         let checkpoints = match list_checkpoints(&self.out_dir) {
             Ok(c) => c,
@@ -354,14 +389,22 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                     }
                     for (bad, e) in &corrupt {
                         match quarantine_checkpoint(bad) {
-                            Ok(to) => tracing::warn!(checkpoint = %bad.display(), moved_to = %to.display(), error = %e, "unreadable checkpoint set aside"),
+                            Ok(to) => {
+                                tracing::warn!(checkpoint = %bad.display(), moved_to = %to.display(), error = %e, "unreadable checkpoint set aside")
+                            }
                             Err(e2) => return Err((m, e2)),
                         }
                     }
                     tracing::info!("resuming from {} (step {step})", dir.display());
                     let mut accepted = s.accepted_changes.clone();
                     accepted.extend(diff);
-                    let state = TrainState { config: cfg.clone(), data_sha256: fresh.data_sha256, frozen_sha256: fresh.frozen_sha256, accepted_changes: accepted, ..s };
+                    let state = TrainState {
+                        config: cfg.clone(),
+                        data_sha256: fresh.data_sha256,
+                        frozen_sha256: fresh.frozen_sha256,
+                        accepted_changes: accepted,
+                        ..s
+                    };
                     return Ok((m, o, state));
                 }
                 Err(e) => {
@@ -378,7 +421,15 @@ impl<M: TrainableDraft> DraftTrainer<M> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn run_loop(&self, data: &[FeatureSample], cfg: &TrainConfig, total: usize, mut model: M, mut optim: AdamW, mut state: TrainState) -> LoopResult<M> {
+    fn run_loop(
+        &self,
+        data: &[FeatureSample],
+        cfg: &TrainConfig,
+        total: usize,
+        mut model: M,
+        mut optim: AdamW,
+        mut state: TrainState,
+    ) -> LoopResult<M> {
         macro_rules! tri {
             ($e:expr) => {
                 match $e {
@@ -399,7 +450,10 @@ impl<M: TrainableDraft> DraftTrainer<M> {
 
         let bar = if self.show_progress && std::io::stderr().is_terminal() && state.step < end {
             let b = ProgressBar::new(total as u64);
-            b.set_style(ProgressStyle::with_template("{spinner} train [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+            b.set_style(
+                ProgressStyle::with_template("{spinner} train [{elapsed_precise}] {bar:30} {pos}/{len} {msg} ETA {eta}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
             b.set_position(state.step as u64);
             b
         } else {
@@ -410,7 +464,8 @@ impl<M: TrainableDraft> DraftTrainer<M> {
             let step_start = Instant::now();
             let lr = cfg.schedule.lr_at(state.step, total);
             let mut acc = GradAccumulator::new();
-            let (mut sum_loss, mut sum_reg, mut sum_cls, mut sum_aux, mut correct, mut masked, mut step_tokens) = (0.0, 0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
+            let (mut sum_loss, mut sum_reg, mut sum_cls, mut sum_aux, mut correct, mut masked, mut step_tokens) =
+                (0.0, 0.0, 0.0, 0.0, 0.0, 0usize, 0usize);
             for _ in 0..cfg.grad_accum {
                 let k = state.micro_batches;
                 let idx = plan.micro_batch(k);
@@ -421,9 +476,22 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                 let scaled = parts.total.clone() / cfg.grad_accum as f64;
                 let grads = scaled.backward();
                 acc.add(&model, grads);
-                let vals = tri!(eda_core::backend::to_vec_f32(Tensor::cat(vec![parts.total.detach(), parts.reg, parts.cls, parts.aux, parts.correct], 0)));
+                let vals = tri!(eda_core::backend::to_vec_f32(Tensor::cat(
+                    vec![parts.total.detach(), parts.reg, parts.cls, parts.aux, parts.correct],
+                    0
+                )));
                 if vals.iter().any(|v| !v.is_finite()) {
-                    return Err((model, EdaError::NonFinite(format!("training loss at step {} (micro-batch {k}): loss={}, reg={}, cls={}, aux={}; the last good checkpoint is kept", state.step + 1, vals[0], vals[1], vals[2], vals[3]))));
+                    return Err((
+                        model,
+                        EdaError::NonFinite(format!(
+                            "training loss at step {} (micro-batch {k}): loss={}, reg={}, cls={}, aux={}; the last good checkpoint is kept",
+                            state.step + 1,
+                            vals[0],
+                            vals[1],
+                            vals[2],
+                            vals[3]
+                        )),
+                    ));
                 }
                 sum_loss += vals[0] as f64;
                 sum_reg += vals[1] as f64;
@@ -439,7 +507,10 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                 None => tri!(acc.global_norm()),
             };
             if !grad_norm.is_finite() {
-                return Err((model, EdaError::NonFinite(format!("gradient norm at step {}; the last good checkpoint is kept", state.step + 1))));
+                return Err((
+                    model,
+                    EdaError::NonFinite(format!("gradient norm at step {}; the last good checkpoint is kept", state.step + 1)),
+                ));
             }
             model = optim.step(lr, model, &mut acc);
             state.step += 1;
@@ -451,14 +522,35 @@ impl<M: TrainableDraft> DraftTrainer<M> {
             state.last_loss = last_loss;
             state.last_top1 = last_top1;
             let dt = step_start.elapsed().as_secs_f64().max(1e-9);
-            let m = StepMetrics { step: state.step, lr, loss: last_loss, reg: sum_reg / n, cls: sum_cls / n, aux: sum_aux / n, top1: last_top1, grad_norm, tokens: step_tokens, tokens_per_s: step_tokens as f64 / dt };
+            let m = StepMetrics {
+                step: state.step,
+                lr,
+                loss: last_loss,
+                reg: sum_reg / n,
+                cls: sum_cls / n,
+                aux: sum_aux / n,
+                top1: last_top1,
+                grad_norm,
+                tokens: step_tokens,
+                tokens_per_s: step_tokens as f64 / dt,
+            };
             let line = tri!(serde_json::to_string(&m).map_err(|e| EdaError::json(self.out_dir.join("metrics.jsonl"), e)));
             tri!(writeln!(metrics_file, "{line}").map_err(|e| EdaError::io(self.out_dir.join("metrics.jsonl"), e)));
             let rate = tokens_here as f64 / start.elapsed().as_secs_f64().max(1e-9);
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {last_loss:.4} top1 {last_top1:.3} {rate:.0} tok/s"));
             if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == 1) {
-                tracing::info!(step = state.step, lr, loss = last_loss, reg = m.reg, cls = m.cls, top1 = last_top1, grad_norm, tokens_per_s = rate, "train step");
+                tracing::info!(
+                    step = state.step,
+                    lr,
+                    loss = last_loss,
+                    reg = m.reg,
+                    cls = m.cls,
+                    top1 = last_top1,
+                    grad_norm,
+                    tokens_per_s = rate,
+                    "train step"
+                );
             }
             if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
                 tri!(save_checkpoint(&self.out_dir, &model, &optim, &state, cfg.keep_checkpoints));
@@ -473,8 +565,22 @@ impl<M: TrainableDraft> DraftTrainer<M> {
             tri!(model.save_draft(&self.out_dir.join("draft")));
         }
         let seconds = start.elapsed().as_secs_f64();
-        tracing::info!(steps = state.step, tokens = tokens_here, seconds, tokens_per_s = tokens_here as f64 / seconds.max(1e-9), "training finished");
-        let report = TrainReport { steps: state.step, final_loss: last_loss, final_top1: last_top1, tokens: tokens_here, seconds, trainable_params: tally.trainable, total_params: tally.total };
+        tracing::info!(
+            steps = state.step,
+            tokens = tokens_here,
+            seconds,
+            tokens_per_s = tokens_here as f64 / seconds.max(1e-9),
+            "training finished"
+        );
+        let report = TrainReport {
+            steps: state.step,
+            final_loss: last_loss,
+            final_top1: last_top1,
+            tokens: tokens_here,
+            seconds,
+            trainable_params: tally.trainable,
+            total_params: tally.total,
+        };
         Ok((model, report))
     }
 }

@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(top_k_tokens(&[a.clone(), b.clone()], 6, &[], 10).unwrap(), vec![0, 1, 4, 6, 8, 9]);
         assert_eq!(top_k_tokens(&[], 10, &[], 10).unwrap(), (0..10).collect::<Vec<_>>());
         for (k, always) in [(0, vec![]), (11, vec![]), (1, vec![1, 2]), (2, vec![10])] {
-            assert!(matches!(top_k_tokens(std::slice::from_ref(&a), k, &always, 10), Err(EdaError::InvalidArgument(_))), "k {k} always {always:?}");
+            assert!(
+                matches!(top_k_tokens(std::slice::from_ref(&a), k, &always, 10), Err(EdaError::InvalidArgument(_))),
+                "k {k} always {always:?}"
+            );
         }
         assert!(top_k_tokens(&[sample(vec![12], vec![1])], 2, &[], 10).is_err());
         assert!((coverage(&[a, b], &[4, 9]) - 6.0 / 9.0).abs() < 1e-12);

@@ -18,7 +18,16 @@ fn matrix(seed: u64) -> Tensor<2> {
 }
 
 fn cfg(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig { steps: Some(steps), batch_size: 4, grad_accum: 1, max_len: 16, seed: 11, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
+    let mut c = TrainConfig {
+        steps: Some(steps),
+        batch_size: 4,
+        grad_accum: 1,
+        max_len: 16,
+        seed: 11,
+        checkpoint_every: 0,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
     c.schedule.lr = 3e-3;
     c.noise = NoiseConfig::Uniform { amplitude: 0.1 };
     c

@@ -12,7 +12,9 @@ use eda_draft::{EdaDraft, EdaDraftConfig};
 use eda_train::checkpoint::param_values;
 use eda_train::loss::soft_cross_entropy;
 use eda_train::vocab::{coverage, top_k_tokens};
-use eda_train::{stage1_draft, stage2_draft, DraftTrainer, NoiseConfig, PrivateInit, Stage, Stage2Freeze, StepMetrics, TrainConfig, TrainableDraft};
+use eda_train::{
+    stage1_draft, stage2_draft, DraftTrainer, NoiseConfig, PrivateInit, Stage, Stage2Freeze, StepMetrics, TrainConfig, TrainableDraft,
+};
 
 const V: usize = 32;
 const H: usize = 16;
@@ -58,7 +60,16 @@ fn restricted_soft_cross_entropy_matches_hand_computation() {
 }
 
 fn cfg(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig { steps: Some(steps), batch_size: 4, grad_accum: 1, max_len: 16, seed: 11, checkpoint_every: 0, log_every: 0, ..TrainConfig::default() };
+    let mut c = TrainConfig {
+        steps: Some(steps),
+        batch_size: 4,
+        grad_accum: 1,
+        max_len: 16,
+        seed: 11,
+        checkpoint_every: 0,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
     c.schedule.lr = 3e-3;
     c.noise = NoiseConfig::Uniform { amplitude: 0.1 };
     c
@@ -75,7 +86,8 @@ fn reduced_vocabulary_trains_in_both_stages_and_is_saved() {
     // Stage 1: the loss decreases.
     let s1 = tempfile::tempdir().unwrap();
     let c1 = cfg(30);
-    let draft = stage1_draft(&EdaDraftConfig::tiny(V, H), matrix(1), matrix(2), &c1, &cpu()).unwrap().with_draft_vocab(ids.clone()).unwrap();
+    let draft =
+        stage1_draft(&EdaDraftConfig::tiny(V, H), matrix(1), matrix(2), &c1, &cpu()).unwrap().with_draft_vocab(ids.clone()).unwrap();
     assert_eq!(TrainableDraft::draft_vocab(&draft), Some(ids.as_slice()));
     let hidden = Tensor::<3>::zeros([1, 2, H], &cpu());
     assert_eq!(draft.logits3(hidden.clone()).dims(), [1, 2, K]);

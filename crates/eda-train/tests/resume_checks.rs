@@ -11,7 +11,16 @@ const V: usize = 16;
 const H: usize = 8;
 
 fn cfg(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig { steps: Some(steps), batch_size: 2, max_len: 10, seed: 3, checkpoint_every: 2, keep_checkpoints: 3, log_every: 0, ..TrainConfig::default() };
+    let mut c = TrainConfig {
+        steps: Some(steps),
+        batch_size: 2,
+        max_len: 10,
+        seed: 3,
+        checkpoint_every: 2,
+        keep_checkpoints: 3,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
     c.schedule.lr = 1e-2;
     c.noise = NoiseConfig::None;
     c
@@ -46,7 +55,8 @@ fn changed_settings_data_or_frozen_weights_are_refused_on_resume() {
     assert!(mismatch(trainer(cfg(6), dir.path()).train(&other_data)).iter().any(|d| d.contains("training data")));
     // Frozen weights are rebuilt from their sources on resume, so a changed source (here: the
     // shared group now frozen at its initial values) must be noticed.
-    let mut other_frozen = DraftTrainer::new(cfg(6), Toy::new(V, H, 3, &cpu()).freeze_shared(), &cpu(), dir.path()).unwrap().progress(false);
+    let mut other_frozen =
+        DraftTrainer::new(cfg(6), Toy::new(V, H, 3, &cpu()).freeze_shared(), &cpu(), dir.path()).unwrap().progress(false);
     assert!(mismatch(other_frozen.train(&data)).iter().any(|d| d.contains("frozen parameters")));
     // The refused attempts changed nothing on disk: the recorded config is still the original.
     let recorded: TrainConfig = eda_core::io::read_json(&dir.path().join("train_config.json")).unwrap();

@@ -9,7 +9,17 @@ const V: usize = 16;
 const H: usize = 8;
 
 fn cfg(steps: usize) -> TrainConfig {
-    let mut c = TrainConfig { steps: Some(steps), batch_size: 3, grad_accum: 2, max_len: 10, seed: 7, checkpoint_every: 2, keep_checkpoints: 2, log_every: 0, ..TrainConfig::default() };
+    let mut c = TrainConfig {
+        steps: Some(steps),
+        batch_size: 3,
+        grad_accum: 2,
+        max_len: 10,
+        seed: 7,
+        checkpoint_every: 2,
+        keep_checkpoints: 2,
+        log_every: 0,
+        ..TrainConfig::default()
+    };
     c.schedule.lr = 1e-2;
     c.schedule.warmup_steps = 2;
     c.schedule.warmup = WarmupShape::Log;

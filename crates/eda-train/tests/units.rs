@@ -65,9 +65,12 @@ struct One {
 #[test]
 fn adamw_matches_hand_computation_and_skips_frozen() {
     let ad = cpu().autodiff();
-    let m = One { w: Param::from_tensor(Tensor::<1>::from_floats([1.0, -2.0], &cpu())), frozen: Param::from_tensor(Tensor::<1>::from_floats([5.0], &cpu())).set_require_grad(false) }
-        .fork(&ad)
-        .train();
+    let m = One {
+        w: Param::from_tensor(Tensor::<1>::from_floats([1.0, -2.0], &cpu())),
+        frozen: Param::from_tensor(Tensor::<1>::from_floats([5.0], &cpu())).set_require_grad(false),
+    }
+    .fork(&ad)
+    .train();
     let p = AdamWParams { beta1: 0.9, beta2: 0.95, eps: 1e-8, weight_decay: 0.1 };
     let mut opt = AdamW::new(p.clone());
     let mut w = [1.0f64, -2.0];
@@ -111,7 +114,8 @@ fn safetensors_contents(bytes: &[u8]) -> Contents {
     let mut info: Vec<(String, String)> = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     info.sort();
     let st = safetensors::SafeTensors::deserialize(bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+        st.tensors().into_iter().map(|(n, v)| (n, v.shape().to_vec(), v.data().to_vec())).collect();
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     assert!(!tensors.is_empty(), "optimizer state has tensors");
     (info, tensors)
@@ -120,9 +124,12 @@ fn safetensors_contents(bytes: &[u8]) -> Contents {
 #[test]
 fn global_norm_clipping() {
     let ad = cpu().autodiff();
-    let m = One { w: Param::from_tensor(Tensor::<1>::from_floats([3.0, 4.0], &cpu())), frozen: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false) }
-        .fork(&ad)
-        .train();
+    let m = One {
+        w: Param::from_tensor(Tensor::<1>::from_floats([3.0, 4.0], &cpu())),
+        frozen: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false),
+    }
+    .fork(&ad)
+    .train();
     // grad of sum(w^2)/2 is w = (3, 4): norm 5
     let mut acc = GradAccumulator::new();
     acc.add(&m, (m.w.val().square() * 0.5).sum().backward());
@@ -133,19 +140,32 @@ fn global_norm_clipping() {
 
 #[test]
 fn params_round_trip_and_missing_tensor_error() {
-    let m = One { w: Param::from_tensor(Tensor::<1>::from_data(TensorData::new(vec![1.5f32, 2.5], [2]), &cpu())), frozen: Param::from_tensor(Tensor::<1>::from_floats([7.0], &cpu())).set_require_grad(false) }
-        .fork(&cpu().autodiff())
-        .train();
+    let m = One {
+        w: Param::from_tensor(Tensor::<1>::from_data(TensorData::new(vec![1.5f32, 2.5], [2]), &cpu())),
+        frozen: Param::from_tensor(Tensor::<1>::from_floats([7.0], &cpu())).set_require_grad(false),
+    }
+    .fork(&cpu().autodiff())
+    .train();
     let bytes = params_to_bytes(&m, true).unwrap();
-    let fresh = One { w: Param::from_tensor(Tensor::<1>::from_floats([0.0, 0.0], &cpu())), frozen: Param::from_tensor(Tensor::<1>::from_floats([7.0], &cpu())).set_require_grad(false) }
-        .fork(&cpu().autodiff())
-        .train();
+    let fresh = One {
+        w: Param::from_tensor(Tensor::<1>::from_floats([0.0, 0.0], &cpu())),
+        frozen: Param::from_tensor(Tensor::<1>::from_floats([7.0], &cpu())).set_require_grad(false),
+    }
+    .fork(&cpu().autodiff())
+    .train();
     let (loaded, n) = load_params(fresh, &bytes, std::path::Path::new("w.safetensors"), &cpu()).unwrap();
     assert_eq!(n, 1);
     assert_eq!(param_values(&loaded, false).unwrap()["w"].1, vec![1.5, 2.5]);
     assert!(loaded.w.val().is_require_grad());
     // A file lacking a trainable tensor is refused, naming it.
-    let empty = params_to_bytes(&One { w: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false), frozen: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false) }, true).unwrap();
+    let empty = params_to_bytes(
+        &One {
+            w: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false),
+            frozen: Param::from_tensor(Tensor::<1>::from_floats([0.0], &cpu())).set_require_grad(false),
+        },
+        true,
+    )
+    .unwrap();
     let err = load_params(loaded, &empty, std::path::Path::new("e.safetensors"), &cpu()).unwrap_err();
     assert!(matches!(err, eda_core::EdaError::MissingTensor { ref name, .. } if name == "w"), "{err:?}");
 }

@@ -109,8 +109,21 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         (None, None, None) => None,
         _ => return Err(eda_core::EdaError::InvalidArgument("--base, --target, --prompts and --general-prompts go together".into())),
     };
-    let cfg = DemoConfig { out, seed: args.seed, scale, select_fraction: args.select_fraction, external, device: args.device, progress: !args.no_progress };
+    let cfg = DemoConfig {
+        out,
+        seed: args.seed,
+        scale,
+        select_fraction: args.select_fraction,
+        external,
+        device: args.device,
+        progress: !args.no_progress,
+    };
     let results = eda_demo::run_demo(&cfg)?;
-    eprintln!("demo finished in {:.1} s ({} stages run, {} skipped)", results.wall_seconds, results.stages.ran.len(), results.stages.skipped.len());
+    eprintln!(
+        "demo finished in {:.1} s ({} stages run, {} skipped)",
+        results.wall_seconds,
+        results.stages.ran.len(),
+        results.stages.skipped.len()
+    );
     Ok(())
 }

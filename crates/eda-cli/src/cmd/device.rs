@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use burn::tensor::Device;
-use eda_core::backend::{backend_of, check_precision, device_from_name, default_device, set_precision, Backend, Precision};
+use eda_core::backend::{backend_of, check_precision, default_device, device_from_name, set_precision, Backend, Precision};
 
 /// Compute precision of the models a command loads (`--compute-dtype`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

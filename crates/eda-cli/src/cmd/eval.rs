@@ -117,7 +117,9 @@ mod tests {
         let missing = dir.path().join("no-model");
         let m = missing.to_str().unwrap();
         let out = dir.path().join("m.json");
-        let parse = |limit: &str, out: &str| Cli::try_parse_from(["eda", "--target", m, "--draft", m, "--prompts", p, "--out", out, "--limit", limit]).unwrap().args;
+        let parse = |limit: &str, out: &str| {
+            Cli::try_parse_from(["eda", "--target", m, "--draft", m, "--prompts", p, "--out", out, "--limit", limit]).unwrap().args
+        };
         assert!(matches!(run(parse("0", out.to_str().unwrap())), Err(EdaError::InvalidArgument(_))));
         assert!(matches!(run(parse("1", dir.path().to_str().unwrap())), Err(EdaError::UnsafeOutput { .. })));
     }

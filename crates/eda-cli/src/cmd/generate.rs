@@ -160,7 +160,8 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
     let draft: Box<dyn DraftModel> = if a.strategy == StrategyKind::Autoregressive {
         Box::new(NoDraft { vocab: info.vocab_size, hidden: info.hidden_size })
     } else {
-        let dir = a.draft.as_ref().ok_or_else(|| EdaError::InvalidArgument("--draft is required unless --strategy autoregressive".into()))?;
+        let dir =
+            a.draft.as_ref().ok_or_else(|| EdaError::InvalidArgument("--draft is required unless --strategy autoregressive".into()))?;
         tracing::info!(draft = %dir.display(), kind = ?a.draft_kind, "loading draft");
         match a.draft_kind {
             DraftKind::Lm => Box::new(LmDraft::new(Box::new(eda_models::Target::from_pretrained(dir, &device)?))),
@@ -194,7 +195,11 @@ pub(crate) fn tokenizer_path(a: &DecodeArgs) -> PathBuf {
 
 /// Builds the text to tokenise (with the ChatML template when `chat`).
 pub(crate) fn prompt_text(text: &str, chat: bool) -> String {
-    if chat { chat_prompt(text) } else { text.to_string() }
+    if chat {
+        chat_prompt(text)
+    } else {
+        text.to_string()
+    }
 }
 
 /// A tokenizer error naming its file.
@@ -204,7 +209,12 @@ pub(crate) fn tok_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
 
 /// Says so when generation ended because the sequence reached the model's maximum positions
 /// rather than at a stop token or `--max-new-tokens` (otherwise the cut looks like a normal end).
-pub(crate) fn position_limit_note(prompt_len: usize, generated: &[TokenId], cfg: &GenerationConfig, max_positions: usize) -> Option<String> {
+pub(crate) fn position_limit_note(
+    prompt_len: usize,
+    generated: &[TokenId],
+    cfg: &GenerationConfig,
+    max_positions: usize,
+) -> Option<String> {
     let stopped = generated.last().is_some_and(|t| cfg.stop_tokens.contains(t));
     if stopped || generated.len() >= cfg.max_new_tokens || prompt_len + generated.len() < max_positions {
         return None;
@@ -221,7 +231,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut l = load(&args.decode)?;
     let tok_path = tokenizer_path(&args.decode);
     let tokenizer = eda_models::load_tokenizer_for(&tok_path, l.target.info().vocab_size)?;
-    let prompt = tokenizer.encode(prompt_text(&args.prompt, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec();
+    let prompt =
+        tokenizer.encode(prompt_text(&args.prompt, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec();
     let mut generated: Vec<TokenId> = Vec::new();
     let mut printed = String::new();
     let live = args.live_tau;

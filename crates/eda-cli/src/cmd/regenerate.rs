@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use eda_core::data::FeatureDType;
 use eda_core::{EdaError, GenerationConfig, TargetModel};
-use eda_regen::{load_prompts, regenerate_dataset, ChatTemplate, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode};
+use eda_regen::{
+    load_prompts, regenerate_dataset, ChatTemplate, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode,
+};
 
 /// Where responses come from.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -176,7 +178,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         },
         template,
         system_prompt: args.system_prompt.clone(),
-        generation: GenerationConfig { max_new_tokens: args.max_new_tokens, temperature: args.temperature, top_p: args.top_p, seed: args.seed, stop_tokens: vec![] },
+        generation: GenerationConfig {
+            max_new_tokens: args.max_new_tokens,
+            temperature: args.temperature,
+            top_p: args.top_p,
+            seed: args.seed,
+            stop_tokens: vec![],
+        },
         start_one_early: !args.exact_mask,
         max_seq_len: Some(args.max_seq_len),
         overflow: match args.overflow {

@@ -250,7 +250,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                     let cfg = FitConfig { positions: args.positions, unit: args.fit_unit, shrinkage: args.shrinkage.unwrap_or_default() };
                     let t = Instant::now();
                     let stats = FeatureStats::fit_shards(&paths, &cfg)?;
-                    tracing::info!(dim = stats.dim, count = stats.count, ledoit_wolf_alpha = stats.ledoit_wolf_alpha, seconds = t.elapsed().as_secs_f64(), "fitted reference statistics");
+                    tracing::info!(
+                        dim = stats.dim,
+                        count = stats.count,
+                        ledoit_wolf_alpha = stats.ledoit_wolf_alpha,
+                        seconds = t.elapsed().as_secs_f64(),
+                        "fitted reference statistics"
+                    );
                     let out = args.out.join("stats.safetensors");
                     stats.save(&out)?;
                     tracing::info!(path = %out.display(), "saved statistics");
@@ -263,9 +269,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                     }
                     (stats, p.display().to_string(), None)
                 }
-                (None, None) => {
-                    return Err(EdaError::InvalidArgument("--method mahalanobis needs --base-shards or --stats".into()))
-                }
+                (None, None) => return Err(EdaError::InvalidArgument("--method mahalanobis needs --base-shards or --stats".into())),
             };
             if (stats.config.unit == FitUnit::SampleMeans) != (args.pooling == Pooling::PoolThenDistance) {
                 tracing::warn!(unit = %stats.config.unit, pooling = %args.pooling, "statistics fitted on {} but scoring with `{}` pooling: distances compare different scales", stats.config.unit, args.pooling);
@@ -306,7 +310,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         Some(budget) => selector.select_by_tokens(&candidates, budget)?,
         None => selector.select(&candidates, args.fraction.unwrap_or(1.0))?,
     };
-    tracing::info!(selector = selector.name(), kept = indices.len(), of = candidates.len(), seconds = t.elapsed().as_secs_f64(), "selected");
+    tracing::info!(
+        selector = selector.name(),
+        kept = indices.len(),
+        of = candidates.len(),
+        seconds = t.elapsed().as_secs_f64(),
+        "selected"
+    );
 
     let mut in_order = indices.clone();
     in_order.sort_unstable();
@@ -364,7 +374,8 @@ mod tests {
     }
 
     fn shard(path: &Path, ids: &[&str]) {
-        let samples: Vec<FeatureSample> = ids.iter().map(|id| FeatureSample::new(*id, vec![1, 2, 3], vec![0.25; 6], 2, vec![0, 1, 1]).unwrap()).collect();
+        let samples: Vec<FeatureSample> =
+            ids.iter().map(|id| FeatureSample::new(*id, vec![1, 2, 3], vec![0.25; 6], 2, vec![0, 1, 1]).unwrap()).collect();
         write_shard(path, &samples, FeatureDType::F32).unwrap();
     }
 
@@ -375,7 +386,8 @@ mod tests {
         shard(&dir.join("a.safetensors"), &["x", "y"]);
         shard(&dir.join("b.safetensors"), &["z"]);
         let d = dir.to_str().unwrap().to_string();
-        let parse = |out: &str| Cli::try_parse_from(["eda", "--shards", &d, "--method", "all", "--fraction", "1", "--out", out]).unwrap().args;
+        let parse =
+            |out: &str| Cli::try_parse_from(["eda", "--shards", &d, "--method", "all", "--fraction", "1", "--out", out]).unwrap().args;
         // --out equal to --shards: the first run is fine, the second would read selected.safetensors back.
         run(parse(&d)).unwrap();
         assert!(matches!(run(parse(&d)), Err(EdaError::InvalidArgument(m)) if m.contains("overwrite")));
@@ -394,10 +406,32 @@ mod tests {
         let f = root.path().join("a.safetensors");
         shard(&f, &["x", "y"]);
         let out = root.path().join("out");
-        let cli = Cli::try_parse_from(["eda", "--shards", f.to_str().unwrap(), "--method", "all", "--token-budget", "2", "--out", out.to_str().unwrap()]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--shards",
+            f.to_str().unwrap(),
+            "--method",
+            "all",
+            "--token-budget",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
         assert!(matches!(run(cli.args), Err(EdaError::InvalidArgument(_))));
         assert!(!out.join("selected.safetensors").exists());
-        let cli = Cli::try_parse_from(["eda", "--shards", f.to_str().unwrap(), "--method", "all", "--token-budget", "3", "--out", out.to_str().unwrap()]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--shards",
+            f.to_str().unwrap(),
+            "--method",
+            "all",
+            "--token-budget",
+            "3",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .unwrap();
         run(cli.args).unwrap();
         assert_eq!(read_shard(&out.join("selected.safetensors")).unwrap().len(), 1);
     }

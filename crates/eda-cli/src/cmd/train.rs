@@ -284,13 +284,19 @@ fn load_features(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
 fn read_matrix(dir: &Path, cfg: &eda_models::ModelConfig, name: &str, device: &Device) -> eda_core::Result<Tensor<2>> {
     let src = eda_models::WeightSource::open(dir)?;
     let (v, h) = (cfg.vocab_size, cfg.hidden_size);
-    let name = if name == "lm_head.weight" && (cfg.tie_word_embeddings || !src.contains(name)) { "model.embed_tokens.weight" } else { name };
+    let name =
+        if name == "lm_head.weight" && (cfg.tie_word_embeddings || !src.contains(name)) { "model.embed_tokens.weight" } else { name };
     let vals = src.read_f32(name, &[v, h])?;
     Ok(Tensor::from_data(TensorData::new(vals, [v, h]), device))
 }
 
 /// Restricts `draft` to the `k` most frequent target tokens of `data` plus the target's EOS ids.
-fn with_draft_vocab(draft: eda_draft::EdaDraft, k: usize, data: &[FeatureSample], tcfg: &eda_models::ModelConfig) -> eda_core::Result<eda_draft::EdaDraft> {
+fn with_draft_vocab(
+    draft: eda_draft::EdaDraft,
+    k: usize,
+    data: &[FeatureSample],
+    tcfg: &eda_models::ModelConfig,
+) -> eda_core::Result<eda_draft::EdaDraft> {
     let ids = eda_train::vocab::top_k_tokens(data, k, &tcfg.eos_token_ids, tcfg.vocab_size)?;
     tracing::info!(
         k,
@@ -316,7 +322,11 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let emb_dir = args.embedding_from.clone().unwrap_or_else(|| args.target.clone());
     let ecfg = if emb_dir == args.target { tcfg.clone() } else { eda_models::ModelConfig::from_file(&emb_dir.join("config.json"))? };
     if ecfg.vocab_size != tcfg.vocab_size || ecfg.hidden_size != tcfg.hidden_size {
-        return Err(EdaError::mismatch("vocabulary x hidden size (--embedding-from vs --target)", tcfg.vocab_size * tcfg.hidden_size, ecfg.vocab_size * ecfg.hidden_size));
+        return Err(EdaError::mismatch(
+            "vocabulary x hidden size (--embedding-from vs --target)",
+            tcfg.vocab_size * tcfg.hidden_size,
+            ecfg.vocab_size * ecfg.hidden_size,
+        ));
     }
     let embedding = read_matrix(&emb_dir, &ecfg, "model.embed_tokens.weight", &device)?;
 
@@ -335,7 +345,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                     };
                     let i = args.intermediate_size.unwrap_or(tcfg.intermediate_size);
                     let p = args.private_intermediate_size.unwrap_or(i);
-                    EdaDraftConfig::for_target(&info, tcfg.num_attention_heads, tcfg.num_key_value_heads, i, p).with_rope_theta(tcfg.rope_theta)
+                    EdaDraftConfig::for_target(&info, tcfg.num_attention_heads, tcfg.num_key_value_heads, i, p)
+                        .with_rope_theta(tcfg.rope_theta)
                 }
             };
             // The mapping comes from the data, so the draft is built full-vocabulary first.
@@ -347,7 +358,10 @@ pub fn run(args: Args) -> eda_core::Result<()> {
             }
         }
         Stage::Stage2 => {
-            let dir = args.stage1.as_ref().ok_or_else(|| EdaError::InvalidArgument("--stage1 <draft dir> is required for --stage stage2".into()))?;
+            let dir = args
+                .stage1
+                .as_ref()
+                .ok_or_else(|| EdaError::InvalidArgument("--stage1 <draft dir> is required for --stage stage2".into()))?;
             let draft = eda_train::stage2_draft(dir, embedding, lm_head, &cfg, &device)?;
             match args.draft_vocab {
                 Some(k) => with_draft_vocab(draft, k, &data, &tcfg)?,
@@ -421,7 +435,8 @@ mod tests {
 
     #[test]
     fn grad_clip_must_be_non_negative() {
-        let parse = |v: &str| Cli::try_parse_from(["eda", "--features", "f", "--target", "t", "--out", "o", "--grad-clip", v]).unwrap().args;
+        let parse =
+            |v: &str| Cli::try_parse_from(["eda", "--features", "f", "--target", "t", "--out", "o", "--grad-clip", v]).unwrap().args;
         assert!(matches!(build_config(&parse("-1")), Err(EdaError::InvalidArgument(_))));
         assert!(matches!(build_config(&parse("NaN")), Err(EdaError::InvalidArgument(_))));
         assert_eq!(build_config(&parse("0")).unwrap().grad_clip, None);
@@ -446,20 +461,66 @@ mod tests {
         eda_core::data::write_shard(&shards.join("shard-0.safetensors"), &samples, eda_core::data::FeatureDType::F32).unwrap();
         let p = |v: &Path| v.to_str().unwrap().to_string();
         let s1 = root.path().join("s1");
-        let cli = Cli::try_parse_from(["eda", "--features", &p(&shards), "--target", &p(&base), "--out", &p(&s1), "--steps", "3", "--batch-size", "2", "--device", "cpu"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&base),
+            "--out",
+            &p(&s1),
+            "--steps",
+            "3",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+        ])
+        .unwrap();
         run(cli.args).unwrap();
         assert!(s1.join("draft").is_dir());
         let s2 = root.path().join("s2");
         let cli = Cli::try_parse_from([
-            "eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&ft), "--embedding-from", &p(&base),
-            "--stage1", &p(&s1.join("draft")), "--out", &p(&s2), "--steps", "2", "--noise", "reference", "--loss-norm", "batch",
-            "--freeze", "reference", "--device", "cpu",
+            "eda",
+            "--stage",
+            "stage2",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&ft),
+            "--embedding-from",
+            &p(&base),
+            "--stage1",
+            &p(&s1.join("draft")),
+            "--out",
+            &p(&s2),
+            "--steps",
+            "2",
+            "--noise",
+            "reference",
+            "--loss-norm",
+            "batch",
+            "--freeze",
+            "reference",
+            "--device",
+            "cpu",
         ])
         .unwrap();
         run(cli.args).unwrap();
         assert_eq!(std::fs::read_to_string(s2.join("metrics.jsonl")).unwrap().lines().count(), 2);
         // stage 2 without --stage1 is a clear error
-        let cli = Cli::try_parse_from(["eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&ft), "--out", &p(&root.path().join("s3"))]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--stage",
+            "stage2",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&ft),
+            "--out",
+            &p(&root.path().join("s3")),
+        ])
+        .unwrap();
         assert!(matches!(run(cli.args), Err(EdaError::InvalidArgument(_))));
     }
 
@@ -485,7 +546,24 @@ mod tests {
         let emb = read_matrix(&base, &tcfg, "model.embed_tokens.weight", &device).unwrap();
 
         let s1 = root.path().join("s1");
-        let cli = Cli::try_parse_from(["eda", "--features", &p(&shards), "--target", &p(&base), "--out", &p(&s1), "--steps", "2", "--batch-size", "2", "--draft-vocab", "8", "--device", "cpu"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&base),
+            "--out",
+            &p(&s1),
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--draft-vocab",
+            "8",
+            "--device",
+            "cpu",
+        ])
+        .unwrap();
         run(cli.args).unwrap();
         let d1 = eda_draft::EdaDraft::load(&s1.join("draft"), emb.clone(), head.clone(), &device).unwrap();
         assert_eq!(d1.config().draft_vocab_size, Some(8));
@@ -495,14 +573,46 @@ mod tests {
 
         // Stage 2 keeps the stage-1 mapping unless --draft-vocab is given again.
         let s2 = root.path().join("s2");
-        let cli = Cli::try_parse_from(["eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&base), "--stage1", &p(&s1.join("draft")), "--out", &p(&s2), "--steps", "1", "--device", "cpu"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--stage",
+            "stage2",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&base),
+            "--stage1",
+            &p(&s1.join("draft")),
+            "--out",
+            &p(&s2),
+            "--steps",
+            "1",
+            "--device",
+            "cpu",
+        ])
+        .unwrap();
         run(cli.args).unwrap();
         let d2 = eda_draft::EdaDraft::load(&s2.join("draft"), emb.clone(), head.clone(), &device).unwrap();
         assert_eq!(d2.draft_vocab(), Some(ids.as_slice()));
         let s3 = root.path().join("s3");
         let cli = Cli::try_parse_from([
-            "eda", "--stage", "stage2", "--features", &p(&shards), "--target", &p(&base), "--stage1", &p(&s1.join("draft")), "--out", &p(&s3), "--steps", "1",
-            "--draft-vocab", "5", "--device", "cpu",
+            "eda",
+            "--stage",
+            "stage2",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&base),
+            "--stage1",
+            &p(&s1.join("draft")),
+            "--out",
+            &p(&s3),
+            "--steps",
+            "1",
+            "--draft-vocab",
+            "5",
+            "--device",
+            "cpu",
         ])
         .unwrap();
         run(cli.args).unwrap();
@@ -510,7 +620,22 @@ mod tests {
         assert_eq!(d3.draft_vocab().map(<[u32]>::len), Some(5));
 
         // K larger than the vocabulary is a clear error.
-        let cli = Cli::try_parse_from(["eda", "--features", &p(&shards), "--target", &p(&base), "--out", &p(&root.path().join("s4")), "--steps", "1", "--draft-vocab", "33", "--device", "cpu"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "eda",
+            "--features",
+            &p(&shards),
+            "--target",
+            &p(&base),
+            "--out",
+            &p(&root.path().join("s4")),
+            "--steps",
+            "1",
+            "--draft-vocab",
+            "33",
+            "--device",
+            "cpu",
+        ])
+        .unwrap();
         assert!(matches!(run(cli.args), Err(EdaError::InvalidArgument(_))));
     }
 }

@@ -24,8 +24,7 @@ const LAYER_NAMES: &[(&str, &str)] = &[
 ];
 
 /// Whole-model tensors: (llama.cpp name, HF name).
-const GLOBAL_NAMES: &[(&str, &str)] =
-    &[("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
+const GLOBAL_NAMES: &[(&str, &str)] = &[("token_embd", "model.embed_tokens"), ("output_norm", "model.norm"), ("output", "lm_head")];
 
 /// The HF name of a llama.cpp tensor (`blk.3.attn_q.bias` → `model.layers.3.self_attn.q_proj.bias`),
 /// or `None` for tensors eda does not use.
@@ -161,10 +160,8 @@ impl GgufTensors {
 
     /// Tensor `name` (HF name and layout) as f32, checking its shape against `expected`.
     pub fn read_f32(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>> {
-        let &(i, heads) = self
-            .map
-            .get(name)
-            .ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.file.path().to_path_buf() })?;
+        let &(i, heads) =
+            self.map.get(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.file.path().to_path_buf() })?;
         let info = &self.file.tensors()[i];
         let shape = info.shape();
         if shape != expected {
@@ -230,10 +227,9 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         }
         Some(other) => return Err(f.error(format!("rope scaling `{other}` is not supported (none, linear)"))),
     };
-    let embd = f.tensor("token_embd.weight").ok_or_else(|| EdaError::MissingTensor {
-        name: "token_embd.weight".into(),
-        file: f.path().to_path_buf(),
-    })?;
+    let embd = f
+        .tensor("token_embd.weight")
+        .ok_or_else(|| EdaError::MissingTensor { name: "token_embd.weight".into(), file: f.path().to_path_buf() })?;
     let vocab = *embd.shape().first().unwrap_or(&0);
     if let Some(tokens) = f.get("tokenizer.ggml.tokens").and_then(|v| v.as_array()) {
         if tokens.len() != vocab {

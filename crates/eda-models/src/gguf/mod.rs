@@ -56,8 +56,7 @@ pub fn is_gguf_path(path: &Path) -> bool {
         return true;
     }
     let mut magic = [0u8; 4];
-    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
-        && magic == reader::GGUF_MAGIC
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok() && magic == reader::GGUF_MAGIC
 }
 
 /// The chat template stored in a GGUF file (`tokenizer.chat_template`), if any.

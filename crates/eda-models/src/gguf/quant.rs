@@ -461,11 +461,7 @@ mod tests {
     #[test]
     fn quantisers_round_trip_within_error() {
         let x: Vec<f32> = (0..256).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
-        for (ty, q) in [
-            (GgmlType::Q8_0, quantize_q8_0(&x)),
-            (GgmlType::Q4_0, quantize_q4_0(&x)),
-            (GgmlType::Q4_1, quantize_q4_1(&x)),
-        ] {
+        for (ty, q) in [(GgmlType::Q8_0, quantize_q8_0(&x)), (GgmlType::Q4_0, quantize_q4_0(&x)), (GgmlType::Q4_1, quantize_q4_1(&x))] {
             let y = dequantize(ty, &q).unwrap();
             for (b, (xb, yb)) in x.chunks(32).zip(y.chunks(32)).enumerate() {
                 let range = xb.iter().fold(0f32, |m, v| m.max(v.abs())) * 2.0;

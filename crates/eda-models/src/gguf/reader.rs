@@ -274,10 +274,7 @@ impl<'a> Cursor<'a> {
                 // Every element takes at least one byte: a count beyond the remaining bytes is
                 // corrupt, and checking it first keeps a bogus count from allocating.
                 if n > self.remaining() as u64 {
-                    return Err(self.err(format!(
-                        "truncated: {what} claims {n} array elements but only {} bytes remain",
-                        self.remaining()
-                    )));
+                    return Err(self.err(format!("truncated: {what} claims {n} array elements but only {} bytes remain", self.remaining())));
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
@@ -370,8 +367,8 @@ impl GgufFile {
                 dims.push(c.u64(&format!("dimensions of `{name}`"))?);
             }
             let type_id = c.u32(&format!("type of `{name}`"))?;
-            let ggml_type = GgmlType::from_id(type_id)
-                .ok_or_else(|| c.err(format!("tensor `{name}` has unknown ggml type id {type_id}")))?;
+            let ggml_type =
+                GgmlType::from_id(type_id).ok_or_else(|| c.err(format!("tensor `{name}` has unknown ggml type id {type_id}")))?;
             let offset = c.u64(&format!("offset of `{name}`"))?;
             let n_elements = dims
                 .iter()
@@ -385,9 +382,8 @@ impl GgufFile {
                     dims[0]
                 )));
             }
-            let n_bytes = (n_elements / bs as u64)
-                .checked_mul(ts as u64)
-                .ok_or_else(|| c.err(format!("tensor `{name}`: byte size overflows")))?;
+            let n_bytes =
+                (n_elements / bs as u64).checked_mul(ts as u64).ok_or_else(|| c.err(format!("tensor `{name}`: byte size overflows")))?;
             if offset % alignment != 0 {
                 return Err(c.err(format!("tensor `{name}`: data offset {offset} is not a multiple of the alignment {alignment}")));
             }
@@ -407,17 +403,7 @@ impl GgufFile {
                 )));
             }
         }
-        Ok(GgufFile {
-            path: path.to_path_buf(),
-            bytes,
-            version,
-            metadata,
-            key_index,
-            tensors,
-            tensor_index,
-            alignment,
-            data_start,
-        })
+        Ok(GgufFile { path: path.to_path_buf(), bytes, version, metadata, key_index, tensors, tensor_index, alignment, data_start })
     }
 
     /// The file this was read from.
@@ -482,8 +468,8 @@ impl GgufFile {
     /// when the type cannot be dequantised.
     pub fn tensor_f32(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         let info = self.tensor(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.path.clone() })?;
-        let data = super::quant::dequantize(info.ggml_type, self.tensor_bytes(info))
-            .map_err(|m| self.error(format!("tensor `{name}`: {m}")))?;
+        let data =
+            super::quant::dequantize(info.ggml_type, self.tensor_bytes(info)).map_err(|m| self.error(format!("tensor `{name}`: {m}")))?;
         Ok((info.shape(), data))
     }
 

@@ -22,8 +22,7 @@ const TOKEN_CONTROL: i64 = 3;
 const TOKEN_USER_DEFINED: i64 = 4;
 
 /// The GPT-2 / Qwen2 split: `'s`… contractions, letters, single digits, punctuation, spaces.
-const QWEN2_SPLIT: &str =
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The Llama-3 split: as Qwen2 but digits in groups of up to three.
 const LLAMA3_SPLIT: &str =
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
@@ -65,11 +64,9 @@ fn pre_tokenizer_for(pre: &str) -> Option<PreTokenizer> {
         },
         // HF Qwen2 normalises to NFC first (llama.cpp does not; it only matters for
         // non-NFC input).
-        "qwen2" | "deepseek-r1-qwen" => PreTokenizer {
-            normalizer: json!({"type": "NFC"}),
-            pre_tokenizer: split_then_bytes(QWEN2_SPLIT, false),
-            ignore_merges: false,
-        },
+        "qwen2" | "deepseek-r1-qwen" => {
+            PreTokenizer { normalizer: json!({"type": "NFC"}), pre_tokenizer: split_then_bytes(QWEN2_SPLIT, false), ignore_merges: false }
+        }
         // Llama 3 looks whole words up in the vocabulary before merging (llama.cpp
         // `ignore_merges`, HF `"ignore_merges": true`).
         "llama-bpe" | "llama3" | "llama-v3" => {
@@ -109,9 +106,8 @@ pub fn tokenizer_json(f: &GgufFile) -> Result<Value> {
         )));
     }
     let pre_name = f.get_str("tokenizer.ggml.pre").unwrap_or("default");
-    let pre = pre_tokenizer_for(pre_name).ok_or_else(|| {
-        err(format!("pre-tokenizer `{pre_name}` is not supported (supported: {})", SUPPORTED_PRE_TOKENIZERS.join(", ")))
-    })?;
+    let pre = pre_tokenizer_for(pre_name)
+        .ok_or_else(|| err(format!("pre-tokenizer `{pre_name}` is not supported (supported: {})", SUPPORTED_PRE_TOKENIZERS.join(", "))))?;
     let tokens = f.opt_str_array("tokenizer.ggml.tokens")?.ok_or_else(|| err("missing `tokenizer.ggml.tokens`".into()))?;
     let merges = f.opt_str_array("tokenizer.ggml.merges")?.ok_or_else(|| err("missing `tokenizer.ggml.merges`".into()))?;
     let types: Vec<i64> = match f.get("tokenizer.ggml.token_type") {
@@ -235,7 +231,10 @@ pub fn tokenizer_from_gguf(f: &GgufFile) -> Result<tokenizers::Tokenizer> {
         let size = crate::tokenizer::tokenizer_vocab_size(&tok);
         if size != rows {
             return Err(EdaError::mismatch(
-                format!("tokenizer vocabulary ({n_tokens} distinct tokens) vs embedding rows (token_embd.weight) in {}", f.path().display()),
+                format!(
+                    "tokenizer vocabulary ({n_tokens} distinct tokens) vs embedding rows (token_embd.weight) in {}",
+                    f.path().display()
+                ),
                 rows,
                 size,
             ));

@@ -9,8 +9,26 @@ use tokenizers::Tokenizer;
 
 /// Words of the test vocabulary; the index is the token id.
 pub const VOCAB: &[&str] = &[
-    "<unk>", "<|im_start|>", "<|im_end|>", "system", "user", "assistant", "\n", "hello", "world", "what", "is", "two", "plus", "four", "be",
-    "brief", "<|endoftext|>", "Assistant:", "User:", "yes",
+    "<unk>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "system",
+    "user",
+    "assistant",
+    "\n",
+    "hello",
+    "world",
+    "what",
+    "is",
+    "two",
+    "plus",
+    "four",
+    "be",
+    "brief",
+    "<|endoftext|>",
+    "Assistant:",
+    "User:",
+    "yes",
 ];
 pub const IM_START: u32 = 1;
 pub const IM_END: u32 = 2;
@@ -18,7 +36,8 @@ pub const EOS: u32 = 16;
 
 /// A WordLevel tokenizer: `\n` is its own token, spaces separate words, ChatML tokens are special.
 pub fn tokenizer() -> Tokenizer {
-    let vocab: serde_json::Map<String, serde_json::Value> = VOCAB.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        VOCAB.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
     let special = |id: usize| serde_json::json!({"id": id, "content": VOCAB[id], "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true});
     let json = serde_json::json!({
         "version": "1.0",

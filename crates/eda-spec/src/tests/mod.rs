@@ -21,7 +21,14 @@ fn greedy(n: usize) -> GenerationConfig {
 }
 
 /// Runs a strategy with an explicit verification mode.
-fn run(strategy: &Strategy, target: &mut dyn TargetModel, draft: &mut dyn DraftModel, prompt: &[TokenId], cfg: &GenerationConfig, mode: Verify) -> eda_core::Result<GenerationOutput> {
+fn run(
+    strategy: &Strategy,
+    target: &mut dyn TargetModel,
+    draft: &mut dyn DraftModel,
+    prompt: &[TokenId],
+    cfg: &GenerationConfig,
+    mode: Verify,
+) -> eda_core::Result<GenerationOutput> {
     match strategy {
         Strategy::Chain(c) => c.run(target, draft, prompt, cfg, mode, None),
         Strategy::Tree(t) => t.run(target, draft, prompt, cfg, mode, None),
@@ -282,7 +289,14 @@ fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Ve
 
 /// [`distribution_test`] with an optional reduced draft vocabulary (the target still puts mass on
 /// the other tokens, which only the verifier can emit; the test also checks that it does).
-fn distribution_test_with(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize, draft_vocab: Option<Vec<TokenId>>) -> (f64, f64) {
+fn distribution_test_with(
+    strategy: &Strategy,
+    temperature: f32,
+    top_p: f32,
+    mode: Verify,
+    n: usize,
+    draft_vocab: Option<Vec<TokenId>>,
+) -> (f64, f64) {
     let d = device();
     let mut target = ToyLm::random(5, 64, 2.0, 21, &d);
     let inner: Box<dyn DraftModel> = Box::new(LmDraft::new(Box::new(target.perturbed(2.0, 8))));
@@ -310,7 +324,10 @@ fn distribution_test_with(strategy: &Strategy, temperature: f32, top_p: f32, mod
         assert!(outside > n / 20, "{strategy:?}: tokens outside the draft vocabulary were (almost) never emitted ({outside})");
     }
     let (stat, df) = chi_square(&observed, &expected, n);
-    eprintln!("{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}", chi2_critical_001(df));
+    eprintln!(
+        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}",
+        chi2_critical_001(df)
+    );
     (stat, chi2_critical_001(df))
 }
 
@@ -355,7 +372,10 @@ fn broken_verifier_fails_the_distribution_test() {
         let (stat, crit) = distribution_test(&s, 1.0, 1.0, Verify::AcceptAll, SAMPLES);
         assert!(stat >= crit, "{s:?}: a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})");
         let (stat, crit) = distribution_test_with(&s, 1.0, 1.0, Verify::AcceptAll, SAMPLES, Some(REDUCED_5.to_vec()));
-        assert!(stat >= crit, "{s:?} (reduced draft vocabulary): a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})");
+        assert!(
+            stat >= crit,
+            "{s:?} (reduced draft vocabulary): a verifier accepting every drafted token passed (chi2 {stat:.1} < {crit:.1})"
+        );
     }
 }
 

@@ -67,7 +67,11 @@ impl TrainableDraft for Toy {
         let a = silu(u.clone());
         let out = u + a.clone().matmul(self.shared_w.val()) + a.matmul(self.private_w.val());
         let device = out.device();
-        TrainForward { hidden: out.reshape([b, t, h]), aux_loss_shared: Tensor::ones([1], &device), aux_loss_private: Tensor::ones([1], &device) }
+        TrainForward {
+            hidden: out.reshape([b, t, h]),
+            aux_loss_shared: Tensor::ones([1], &device),
+            aux_loss_private: Tensor::ones([1], &device),
+        }
     }
     fn logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
         let [b, t, h] = hidden.dims();
@@ -94,7 +98,9 @@ pub fn synthetic_data(n: usize, len: usize, vocab: usize, h: usize, seed: u64) -
                 hidden.extend_from_slice(&cur);
                 // next = tanh(M · cur + onehot-ish(token))
                 let tok = ids[(t + 1).min(len - 1)] as usize;
-                cur = (0..h).map(|r| ((0..h).map(|c| mix[r * h + c] * cur[c]).sum::<f32>() + if r == tok % h { 0.5 } else { 0.0 }).tanh()).collect();
+                cur = (0..h)
+                    .map(|r| ((0..h).map(|c| mix[r * h + c] * cur[c]).sum::<f32>() + if r == tok % h { 0.5 } else { 0.0 }).tanh())
+                    .collect();
             }
             let mut mask = vec![1u8; len];
             mask[0] = 0;

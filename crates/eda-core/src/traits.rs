@@ -192,7 +192,7 @@ impl DraftOutput {
 
     /// Logits over the whole target vocabulary `[n, vocab_size]`: the reduced columns scattered
     /// to their token ids, `-inf` (probability 0) everywhere else. Errors with
-    /// [`EdaError::Mismatch`](crate::EdaError::Mismatch) / [`EdaError::InvalidArgument`](crate::EdaError::InvalidArgument) when the columns do not fit
+    /// [`EdaError::Mismatch`] / [`EdaError::InvalidArgument`] when the columns do not fit
     /// `vocab_size` or the mapping.
     pub fn full_logits(&self, vocab_size: usize) -> Result<Tensor<2>> {
         let [n, cols] = self.logits.dims();

@@ -145,7 +145,7 @@ fn external_checkpoints_run_the_same_pipeline() {
     real.progress = false;
     let first = eda_demo::run_real(&real).unwrap();
     assert!(first.train_samples > 0 && first.train_tokens > 0 && first.train.steps > 0);
-    assert!(!first.rows.is_empty() && first.rows.len() % (real.chains.len() + real.trees.len()) == 0, "{:?}", first.rows);
+    assert!(!first.rows.is_empty() && first.rows.len().is_multiple_of(real.chains.len() + real.trees.len()), "{:?}", first.rows);
     for row in &first.rows {
         assert!(row.prompts > 0);
         assert_eq!(row.greedy_matches, row.prompts, "{}/{}: greedy speculative output must equal the target's", row.domain, row.strategy);

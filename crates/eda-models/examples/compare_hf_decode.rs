@@ -59,8 +59,11 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// One greedy run: (prefill seconds, per-step decode seconds, generated tokens, last prefill logits).
-fn rust_run(target: &mut Target, prompt: &[u32], decode: usize) -> eda_core::Result<(f64, Vec<f64>, Vec<u32>, Vec<f32>)> {
+/// (prefill seconds, per-step decode seconds, generated tokens, last prefill logits).
+type RunTimes = (f64, Vec<f64>, Vec<u32>, Vec<f32>);
+
+/// One greedy run.
+fn rust_run(target: &mut Target, prompt: &[u32], decode: usize) -> eda_core::Result<RunTimes> {
     target.reset_cache();
     let t0 = Instant::now();
     let last = to_vec_f32(target.forward(prompt)?.logits.narrow(0, prompt.len() - 1, 1))?;

@@ -31,7 +31,7 @@ fn cholesky_unblocked(mut a: DMatrixViewMut<'_, f64>, offset: usize, tol: f64) -
         for k in 0..j {
             d -= a[(j, k)] * a[(j, k)];
         }
-        if !(d > tol) || !d.is_finite() {
+        if !(d.is_finite() && d > tol) {
             return Err(PivotFailure { column: offset + j, pivot: d });
         }
         let djj = d.sqrt();

@@ -54,7 +54,7 @@ impl MahalanobisModel {
         let d = stats.dim;
         let scale = stats.covariance.trace() / d as f64;
         let magnitude = stats.mean.amax();
-        if !(scale > (1e-10 * magnitude).powi(2)) {
+        if scale.is_nan() || scale <= (1e-10 * magnitude).powi(2) {
             return Err(EdaError::SingularCovariance(format!(
                 "the reference data have (numerically) zero variance: tr(S)/d = {scale:e} for |μ|∞ = {magnitude:e}"
             )));

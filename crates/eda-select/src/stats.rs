@@ -111,19 +111,14 @@ impl fmt::Display for FitUnit {
 }
 
 /// Covariance regularisation `Σ = (1 − α)·S + α·(tr S / d)·I`.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub enum Shrinkage {
     /// α from the Ledoit–Wolf (2004) formula (as in scikit-learn's `ledoit_wolf_shrinkage`).
+    #[default]
     LedoitWolf,
     /// A fixed α in `[0, 1]`. α = 0 means no regularisation at all (and no jitter): a singular
     /// `S` is then an error.
     Ridge(f64),
-}
-
-impl Default for Shrinkage {
-    fn default() -> Self {
-        Shrinkage::LedoitWolf
-    }
 }
 
 impl Shrinkage {

@@ -54,7 +54,7 @@ fn main() -> Result<()> {
     let cfg = ModelConfig::qwen2(vocab, hidden, 2 * hidden, 1, 8, 4, 1024);
     let shallow = CausalLm::new(&cfg, &device);
     let mut target = Target::new(deepen(&shallow, layers), "deep".into());
-    let mut drafts = vec![
+    let mut drafts = [
         ("shallow", LmDraft::new(Box::new(Target::new(shallow, "shallow".into())))),
         ("random", LmDraft::new(Box::new(Target::new(CausalLm::new(&cfg, &device), "random".into())))),
     ];

@@ -1,7 +1,7 @@
 //! # eda-spec
 //!
-//! Speculative decoding over any [`TargetModel`](eda_core::TargetModel) and
-//! [`DraftModel`](eda_core::DraftModel) (trait objects):
+//! Speculative decoding over any [`TargetModel`] and
+//! [`DraftModel`] (trait objects):
 //!
 //! - [`ChainStrategy`]: classic chain drafting with standard rejection sampling;
 //! - [`TreeStrategy`]: EAGLE-2 dynamic tree drafting with lossless tree verification

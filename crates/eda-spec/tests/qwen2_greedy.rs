@@ -31,7 +31,7 @@ fn greedy_speculative_decoding_with_qwen2_models_is_exact() {
     let cfg = ModelConfig::qwen2(64, 32, 64, 1, 4, 2, 128);
     let shallow = CausalLm::new(&cfg, &device);
     let mut target = Target::new(deepen(&shallow, 3), "deep".into());
-    let mut drafts = vec![
+    let mut drafts = [
         ("good", LmDraft::new(Box::new(Target::new(shallow, "shallow".into())))),
         ("random", LmDraft::new(Box::new(Target::new(CausalLm::new(&cfg, &device), "random".into())))),
     ];

@@ -110,6 +110,9 @@ impl ModuleVisitor for Collect {
     }
 }
 
+/// Parameter values by path: `(shape, values)` on the host.
+pub type ParamValues = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>;
+
 /// Float parameters of `module` by path (only trainable ones if `trainable_only`), as f32
 /// safetensors bytes.
 pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Vec<u8>> {
@@ -168,7 +171,7 @@ pub fn quarantine_checkpoint(dir: &Path) -> Result<PathBuf> {
 /// let v = eda_train::checkpoint::param_values(&m, false).unwrap();
 /// assert_eq!(v["w"], (vec![2], vec![1.0, 2.0]));
 /// ```
-pub fn param_values<M: Module>(module: &M, trainable_only: bool) -> Result<std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)>> {
+pub fn param_values<M: Module>(module: &M, trainable_only: bool) -> Result<ParamValues> {
     let mut c = Collect { path: Vec::new(), trainable_only, frozen_only: false, out: Vec::new() };
     module.visit(&mut c);
     let mut out = std::collections::BTreeMap::new();

@@ -321,8 +321,7 @@ impl TrainConfig {
         if self.steps.is_none() && !(self.epochs > 0.0 && self.epochs.is_finite()) {
             return bad(format!("epochs must be a positive number, got {}", self.epochs));
         }
-        if !(self.schedule.lr.is_finite() && self.schedule.lr >= 0.0) || !(self.schedule.min_lr.is_finite() && self.schedule.min_lr >= 0.0)
-        {
+        if !(self.schedule.lr.is_finite() && self.schedule.lr >= 0.0 && self.schedule.min_lr.is_finite() && self.schedule.min_lr >= 0.0) {
             return bad(format!(
                 "schedule.lr / schedule.min_lr must be finite and >= 0 (got {} / {})",
                 self.schedule.lr, self.schedule.min_lr
@@ -332,7 +331,8 @@ impl TrainConfig {
         if !(0.0..1.0).contains(&a.beta1) || !(0.0..1.0).contains(&a.beta2) {
             return bad(format!("adamw betas must be in [0, 1), got ({}, {})", a.beta1, a.beta2));
         }
-        if !(a.eps > 0.0) || !(a.weight_decay >= 0.0) {
+        // Written so that NaN fails.
+        if !(a.eps > 0.0 && a.weight_decay >= 0.0) {
             return bad(format!("adamw.eps must be > 0 and adamw.weight_decay >= 0 (got {}, {})", a.eps, a.weight_decay));
         }
         if let Some(c) = self.grad_clip {

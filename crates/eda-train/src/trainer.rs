@@ -333,7 +333,8 @@ type LoopResult<M> = std::result::Result<(M, TrainReport), (M, EdaError)>;
 const RESUME_NEUTRAL: [&str; 3] = ["log_every", "checkpoint_every", "keep_checkpoints"];
 
 /// `field: old vs new` for every configuration field (nested ones dotted) that differs, except
-/// [`RESUME_NEUTRAL`] ones.
+/// the ones that do not change the trained weights (`log_every`, `checkpoint_every`,
+/// `keep_checkpoints`).
 pub fn config_differences(old: &TrainConfig, new: &TrainConfig) -> Vec<String> {
     fn walk(prefix: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
         match (a.as_object(), b.as_object()) {
@@ -539,7 +540,7 @@ impl<M: TrainableDraft> DraftTrainer<M> {
             let rate = tokens_here as f64 / start.elapsed().as_secs_f64().max(1e-9);
             bar.set_position(state.step as u64);
             bar.set_message(format!("loss {last_loss:.4} top1 {last_top1:.3} {rate:.0} tok/s"));
-            if cfg.log_every > 0 && (state.step % cfg.log_every == 0 || state.step == 1) {
+            if cfg.log_every > 0 && (state.step.is_multiple_of(cfg.log_every) || state.step == 1) {
                 tracing::info!(
                     step = state.step,
                     lr,
@@ -552,7 +553,7 @@ impl<M: TrainableDraft> DraftTrainer<M> {
                     "train step"
                 );
             }
-            if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 {
+            if cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every) {
                 tri!(save_checkpoint(&self.out_dir, &model, &optim, &state, cfg.keep_checkpoints));
                 last_saved = state.step;
             }

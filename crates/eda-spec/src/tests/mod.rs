@@ -417,7 +417,7 @@ fn oversized_trees_are_refused_before_any_allocation() {
     ];
     for (tree, flag, want) in cases {
         let start = std::time::Instant::now();
-        match run(&Strategy::Tree(tree.clone()), &mut target, &mut draft, &[1], &cfg, Verify::Lossless) {
+        match run(&Strategy::Tree(tree), &mut target, &mut draft, &[1], &cfg, Verify::Lossless) {
             Err(EdaError::ResourceLimit { what, bound, .. }) => {
                 assert!(what.starts_with(flag), "{tree:?}: {what}");
                 assert_eq!(bound, want, "{tree:?}");

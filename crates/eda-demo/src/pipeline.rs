@@ -1,4 +1,4 @@
-//! The end-to-end EDA pipeline (spec §9): built-in (or given) targets, stage-1 draft, collapse,
+//! The end-to-end EDA pipeline (docs/method.md §9): built-in (or given) targets, stage-1 draft, collapse,
 //! regeneration, Mahalanobis selection, stage-2 adaptation, baselines, one results table.
 //!
 //! Output layout under [`DemoConfig::out`]:
@@ -254,7 +254,7 @@ fn draft_train_config(cfg: &DemoConfig, stage: Stage, epochs: f64, lr: f64, seed
         checkpoint_every: 100,
         keep_checkpoints: 1,
         log_every: 50,
-        // Stage 2 as in the reference script (spec §3.6): shared expert, attention and norm
+        // Stage 2 as in the reference script (docs/method.md §3.6): shared expert, attention and norm
         // frozen, private expert + router and `fc` trained; the private group starts at random.
         stage2_freeze: eda_train::Stage2Freeze::Reference,
         private_init: eda_train::PrivateInit::Random,

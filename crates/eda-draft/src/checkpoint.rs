@@ -2,7 +2,7 @@
 //! layout ([`EdaDraft::save_eagle`] / [`EdaDraft::load_eagle`], [`EdaDraft::fold_to_eagle`]).
 //!
 //! Both write `config.json` and `model.safetensors` (f32, HuggingFace `[out, in]` layout) into a
-//! directory. Tensor keys follow the reference code (spec §2.6):
+//! directory. Tensor keys follow the reference code (docs/method.md §2.6):
 //!
 //! | key | shape |
 //! |---|---|
@@ -360,7 +360,7 @@ impl EdaDraft {
         })
     }
 
-    /// The tensors of the EDA layout (spec §2.6), without embedding and LM head, plus `d2t` for
+    /// The tensors of the EDA layout (docs/method.md §2.6), without embedding and LM head, plus `d2t` for
     /// a reduced vocabulary.
     fn eda_tensors(&self) -> Result<Vec<HostTensor>> {
         let mut out = Vec::new();

@@ -4,7 +4,7 @@ use eda_core::{EdaError, ModelInfo, Result};
 use serde::{Deserialize, Serialize};
 
 /// Shape of an EDA draft: one EAGLE-1 decoder layer whose FFN is a shared/private
-/// mixture of SwiGLU experts (spec §2.1–2.2).
+/// mixture of SwiGLU experts (docs/method.md §2.1–2.2).
 ///
 /// The JSON form is the `config.json` written by [`EdaDraft::save`](crate::EdaDraft::save).
 /// Reading is lenient so that the reference implementation's `config.json` also parses:

@@ -1,7 +1,7 @@
 //! # eda-draft
 //!
 //! The EDA draft model (arXiv 2603.09527): an EAGLE-1 style draft layer whose FFN is a
-//! shared/private mixture of SwiGLU experts (SP-MoE). See the method spec §2.
+//! shared/private mixture of SwiGLU experts (SP-MoE). See docs/method.md §2.
 //!
 //! - [`EdaDraftConfig`]: the draft's shape.
 //! - [`EdaDraft`]: the module (training forward, freezing, re-initialisation, parameter counts,

@@ -42,7 +42,7 @@ impl FreezePlan {
     /// ([`EdaDraft::freeze_shared`]); only the private group trains.
     pub const SHARED: FreezePlan = FreezePlan { fc: true, attention: true, shared_experts: true };
     /// What the reference stage-2 script freezes (`--freeze_attention`, shared experts): `fc`
-    /// stays trainable (spec §2.5).
+    /// stays trainable (docs/method.md §2.5).
     pub const REFERENCE_STAGE2: FreezePlan = FreezePlan { fc: false, attention: true, shared_experts: true };
 }
 
@@ -50,7 +50,7 @@ impl FreezePlan {
 ///
 /// ```
 /// use eda_draft::{EdaDraftConfig, FreezePlan, ParamCounts};
-/// // Qwen2.5-7B sizes of spec §2.4: 462,436,352 draft parameters without the embedding.
+/// // Qwen2.5-7B sizes of docs/method.md §2.4: 462,436,352 draft parameters without the embedding.
 /// let mut cfg = EdaDraftConfig::tiny(152064, 3584);
 /// cfg.intermediate_size = 18944; cfg.private_intermediate_size = 18944;
 /// cfg.num_attention_heads = 28; cfg.num_key_value_heads = 4; cfg.head_dim = 128;
@@ -113,7 +113,7 @@ impl ParamCounts {
     }
 
     /// Trainable fraction of the draft including its frozen embedding (the reference script's
-    /// printout; spec §2.4 "ratio incl. emb").
+    /// printout; docs/method.md §2.4 "ratio incl. emb").
     pub fn trainable_ratio_with_embedding(&self) -> f64 {
         self.trainable as f64 / (self.draft() + self.embedding).max(1) as f64
     }

@@ -1,4 +1,4 @@
-//! The shared/private mixture-of-experts FFN (SP-MoE, spec §2.2) and its routing.
+//! The shared/private mixture-of-experts FFN (SP-MoE, docs/method.md §2.2) and its routing.
 //!
 //! Each group has a bias-free linear router `W_r ∈ R^{N×d}`. Per token, `softmax(W_r m)` is
 //! computed in f32, the top-k experts are kept and their probabilities renormalised to sum to 1;

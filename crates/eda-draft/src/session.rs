@@ -8,7 +8,7 @@ use eda_models::layers::KvCache;
 use crate::fast::FastDraft;
 use crate::EdaDraft;
 
-/// An [`EdaDraft`] plus a KV cache, for speculative decoding (spec §6.2).
+/// An [`EdaDraft`] plus a KV cache, for speculative decoding (docs/method.md §6.2).
 ///
 /// Cache position `t` holds the pair (target feature `h_t`, token `x_{t+1}`); the output at that
 /// position predicts `h_{t+1}` and hence `x_{t+2}`.

@@ -1,6 +1,6 @@
 //! # eda-regen
 //!
-//! Data regeneration for EDA (spec §4): the **fine-tuned target answers the domain prompts
+//! Data regeneration for EDA (docs/method.md §4): the **fine-tuned target answers the domain prompts
 //! itself**, then one teacher-forced forward pass over `prompt ++ answer` records the target's
 //! last-layer hidden states (after the final norm, the LM-head input) at every position. The
 //! results are [`FeatureSample`](eda_core::data::FeatureSample)s written to safetensors shards

@@ -6,7 +6,7 @@
 //! positions, never from string splits: the prompt is tokenised on its own and the response ids
 //! are appended, so the boundary is exact.
 //!
-//! Loss mask (spec §4.4): 0 on the system and user parts and on every role header, 1 on the
+//! Loss mask (docs/method.md §4.4): 0 on the system and user parts and on every role header, 1 on the
 //! response tokens and on its end-of-turn token. With `start_one_early` (the reference
 //! implementation's convention, kept for bit-level parity) the 1s start one position earlier, on
 //! the last token of the assistant header; the very first token is 0 in all cases. The reference

@@ -1,6 +1,6 @@
 //! # eda-select
 //!
-//! Mahalanobis sample selection for EDA (method spec §5): fit a Gaussian to the *base* target's
+//! Mahalanobis sample selection for EDA (docs/method.md §5): fit a Gaussian to the *base* target's
 //! last-layer hidden states on general data, then rank regenerated (fine-tuned-target) samples by
 //! how far their hidden states lie from it, and keep the most shifted ones.
 //!

@@ -14,7 +14,7 @@ use crate::stats::{check_samples, mean_feature, PositionFilter};
 /// How per-token distances become one score per sample.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, Default)]
 pub enum Pooling {
-    /// Mean of the per-token distances (the default; method spec §5.2 alternative C).
+    /// Mean of the per-token distances (the default; docs/method.md §5.2 alternative C).
     #[default]
     Mean,
     /// Largest per-token distance.
@@ -22,7 +22,7 @@ pub enum Pooling {
     /// The `q`-quantile of the per-token distances (`q ∈ [0, 1]`, linear interpolation as numpy's
     /// default).
     Quantile(f64),
-    /// Pool first, then measure: the distance of the sample's mean feature (method spec §5.2
+    /// Pool first, then measure: the distance of the sample's mean feature (docs/method.md §5.2
     /// items 1–4; pair it with [`FitUnit::SampleMeans`](crate::FitUnit::SampleMeans)).
     PoolThenDistance,
 }

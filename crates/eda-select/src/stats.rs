@@ -86,7 +86,7 @@ pub enum FitUnit {
     #[default]
     Tokens,
     /// The mean hidden state over a sample's selected positions is one observation (method
-    /// spec §5.2 item 1); matches [`Pooling::PoolThenDistance`](crate::Pooling::PoolThenDistance).
+    /// docs/method.md §5.2 item 1); matches [`Pooling::PoolThenDistance`](crate::Pooling::PoolThenDistance).
     SampleMeans,
 }
 

@@ -15,7 +15,7 @@ pub fn verify_cycles(m: &DecodeMetrics) -> usize {
     m.target_forwards.saturating_sub(1)
 }
 
-/// τ, standard definition (spec §6.4): tokens committed per drafting–verification cycle,
+/// τ, standard definition (docs/method.md §6.4): tokens committed per drafting–verification cycle,
 /// bonus token included, i.e. `(new_tokens - 1) / cycles` (the first token comes from the
 /// prefill). 1.0 for autoregressive decoding; 0 when there was no cycle.
 ///
@@ -33,7 +33,7 @@ pub fn tau_per_cycle(m: &DecodeMetrics) -> f64 {
     }
 }
 
-/// τ as the EAGLE/EDA reference code computes it (spec §6.4, *reference variant*):
+/// τ as the EAGLE/EDA reference code computes it (docs/method.md §6.4, *reference variant*):
 /// `new_token / idx`, where `new_token` is the committed count `Σ (accepted + 1)` and `idx` the
 /// 0-based index of the last cycle (cycles − 1). `None` with fewer than two cycles (the reference
 /// would divide by zero). Aggregates average it per prompt, unweighted.
@@ -129,7 +129,7 @@ pub struct AggregateReport {
     pub tokens_per_second: f64,
     /// Σ tokens / Σ seconds of the autoregressive runs.
     pub baseline_tokens_per_second: f64,
-    /// Measured speedup (throughput ratio, spec §6.4).
+    /// Measured speedup (throughput ratio, docs/method.md §6.4).
     pub speedup: f64,
     /// Greedy only: prompts whose output equals the autoregressive output.
     pub greedy_matches: Option<usize>,

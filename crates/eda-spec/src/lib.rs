@@ -5,7 +5,7 @@
 //!
 //! - [`ChainStrategy`]: classic chain drafting with standard rejection sampling;
 //! - [`TreeStrategy`]: EAGLE-2 dynamic tree drafting with lossless tree verification
-//!   (spec §6.2–6.3);
+//!   (docs/method.md §6.2–6.3);
 //! - [`AutoStrategy`]: picks chain or tree and its size from the draft cost and acceptance
 //!   measured on the device;
 //! - [`Autoregressive`]: the plain target baseline;

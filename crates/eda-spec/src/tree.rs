@@ -1,4 +1,4 @@
-//! EAGLE-2 dynamic tree drafting and lossless tree verification (spec §6.2–6.3).
+//! EAGLE-2 dynamic tree drafting and lossless tree verification (docs/method.md §6.2–6.3).
 
 use std::time::Instant;
 
@@ -16,7 +16,7 @@ use crate::SpeculativeStrategy;
 
 /// EAGLE-2 dynamic tree drafting.
 ///
-/// Each cycle (spec §6.2): the draft catches up on the committed tokens; level 1 is the top-`top_k`
+/// Each cycle (docs/method.md §6.2): the draft catches up on the committed tokens; level 1 is the top-`top_k`
 /// tokens of its last output; then `depth` times the draft runs on the current frontier (each node
 /// at position `committed + level - 1`, attending to the committed context, its tree ancestors
 /// and itself, EAGLE drafts reading their parent's output feature), every frontier node proposes
@@ -25,7 +25,7 @@ use crate::SpeculativeStrategy;
 /// log-probability are kept, flattened in pool order under the root (the last committed token)
 /// and verified by the target in one tree-masked forward pass.
 ///
-/// Verification (spec §6.3): greedy follows the target's argmax down the tree and emits a bonus
+/// Verification (docs/method.md §6.3): greedy follows the target's argmax down the tree and emits a bonus
 /// token; sampling tries the children of the current node in order, accepting child `x` with
 /// probability `p(x)` and otherwise zeroing `p(x)` and renormalising; if every child is rejected
 /// the next token is drawn from the residual, and on reaching a node without children it is drawn

@@ -1,4 +1,4 @@
-//! Batching with the EAGLE shift (spec §3.1), noise, padding and deterministic shuffling.
+//! Batching with the EAGLE shift (docs/method.md §3.1), noise, padding and deterministic shuffling.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use eda_core::data::FeatureSample;

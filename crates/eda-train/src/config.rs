@@ -5,7 +5,7 @@ use std::path::Path;
 use eda_core::{EdaError, Result};
 use serde::{Deserialize, Serialize};
 
-/// Which EDA training stage a run performs (spec §3.5 / §3.6).
+/// Which EDA training stage a run performs (docs/method.md §3.5 / §3.6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub enum Stage {
     /// Stage 1: train every draft parameter except the frozen embedding and LM head, on features
@@ -36,11 +36,11 @@ pub enum Stage2Freeze {
     #[default]
     SharedGroup,
     /// What the reference stage-2 script does: attention, norm and shared experts frozen, `fc`
-    /// trainable (spec §2.5).
+    /// trainable (docs/method.md §2.5).
     Reference,
 }
 
-/// Noise added to the draft's *input* features during training (spec §3.3).
+/// Noise added to the draft's *input* features during training (docs/method.md §3.3).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum NoiseConfig {
     /// No noise.
@@ -203,7 +203,7 @@ impl Default for AdamWParams {
     }
 }
 
-/// Loss weights and normalisation (spec §3.2).
+/// Loss weights and normalisation (docs/method.md §3.2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 // Unknown keys are errors: a misspelt key in `--config` would otherwise be silently ignored.
 #[serde(default, deny_unknown_fields)]

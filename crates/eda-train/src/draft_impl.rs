@@ -66,7 +66,7 @@ pub fn stage1_draft(
     EdaDraft::new_seeded(cfg, embedding, lm_head, device, train.seed)
 }
 
-/// The stage-2 draft (spec §3.6): the stage-1 draft saved in `stage1_dir`, with `embedding` and
+/// The stage-2 draft (docs/method.md §3.6): the stage-1 draft saved in `stage1_dir`, with `embedding` and
 /// the **fine-tuned** target's `lm_head` (`[vocab, hidden]`, frozen), the private group
 /// re-initialised (seeded by `train.seed`) unless `train.private_init` is
 /// [`PrivateInit::FromStage1`], and `train.stage2_freeze` applied.

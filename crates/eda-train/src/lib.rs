@@ -1,6 +1,6 @@
 //! # eda-train
 //!
-//! Two-stage training of EDA drafts (spec §3): EAGLE-shifted batches over precomputed target
+//! Two-stage training of EDA drafts (docs/method.md §3): EAGLE-shifted batches over precomputed target
 //! features ([`batch`]), the SmoothL1 + soft cross-entropy objective ([`loss`]), AdamW with
 //! warmup/decay, global-norm clipping and gradient accumulation ([`optim`], [`ScheduleConfig`]),
 //! atomic checkpoints with exact resume ([`checkpoint`]), and the loop itself

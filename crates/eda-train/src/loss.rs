@@ -1,4 +1,4 @@
-//! The EAGLE training objective (spec §3.2): SmoothL1 feature regression, soft cross-entropy
+//! The EAGLE training objective (docs/method.md §3.2): SmoothL1 feature regression, soft cross-entropy
 //! against the target's distribution, router auxiliary losses, and top-1 agreement.
 //!
 //! With a reduced draft vocabulary (EAGLE-3) the soft label is the target's distribution

@@ -82,7 +82,7 @@ pub struct DecodeArgs {
     /// Seed of the sampler.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Wrap the prompt in the ChatML template used by the EDA evaluation (spec §6.1).
+    /// Wrap the prompt in the ChatML template used by the EDA evaluation (docs/method.md §6.1).
     #[arg(long)]
     pub chat: bool,
 }
@@ -140,7 +140,7 @@ impl DraftModel for NoDraft {
     }
 }
 
-/// The ChatML prompt of the EDA evaluation (spec §6.1).
+/// The ChatML prompt of the EDA evaluation (docs/method.md §6.1).
 pub(crate) fn chat_prompt(question: &str) -> String {
     format!("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
 }

@@ -7,6 +7,7 @@
 //! | prompt JSONL | `{"id": "q1", "prompt": "What is 2+2?", "response": "4"}` (`id`, `response` optional) |
 //! | chat JSONL | `{"id": "q1", "messages": [{"role": "user", "content": "Hi"}]}` |
 //! | ShareGPT JSON | `[{"id": "q1", "conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]}]` |
+//! | FastChat / MT-bench JSONL | `{"turns": ["Write a poem.", "Now make it shorter."]}` (the first turn) |
 //!
 //! A file whose first non-blank character is `[` is read as ShareGPT JSON (an array of
 //! records); anything else is read as JSONL, one record per non-blank line, where each line may be
@@ -189,12 +190,18 @@ fn parse_record(v: &Value, n: usize, path: &Path) -> Result<PromptRecord> {
         let reference_response = str_field("response")?;
         return finish(id, messages, reference_response, &bad);
     }
+    if let Some(t) = obj.get("turns") {
+        // MT-bench's later turns follow the model's own earlier answers, which a prompt file
+        // cannot hold: the first turn is the prompt.
+        let first = t.get(0).and_then(Value::as_str).ok_or_else(|| bad("`turns` must be an array of strings".into()))?;
+        return finish(id, vec![Message::new(Role::User, first)], None, &bad);
+    }
     let (turns, role_key, text_key) = if let Some(m) = obj.get("messages") {
         (m, "role", "content")
     } else if let Some(c) = obj.get("conversations") {
         (c, "from", "value")
     } else {
-        return Err(bad("record has none of `prompt`, `messages`, `conversations`".into()));
+        return Err(bad("record has none of `prompt`, `messages`, `conversations`, `turns`".into()));
     };
     let turns = turns
         .as_array()
@@ -226,5 +233,24 @@ fn finish(
         Some(m) if m.role == Role::User => Ok(PromptRecord { id, messages, reference_response }),
         Some(_) => Err(bad("the conversation must end with a user turn (optionally followed by one assistant turn)".into())),
         None => Err(bad("the conversation has no user turn".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fastchat_turns_give_their_first_turn_and_bad_turns_are_typed_errors() {
+        let text = "{\"question_id\": 81, \"turns\": [\"Write a poem.\", \"Shorter.\"]}\n{\"turns\": [\"Q2\"]}\n";
+        let (r, f) = parse_prompts(text, Path::new("mt.jsonl")).unwrap();
+        assert_eq!(f, PromptFormat::Jsonl);
+        assert_eq!(r[0].messages, vec![Message::new(Role::User, "Write a poem.")]);
+        assert_eq!((r[0].id.as_str(), r[1].id.as_str()), ("1", "2"));
+        assert_eq!(r[1].reference_response, None);
+        for bad in ["{\"turns\": []}", "{\"turns\": [3]}", "{\"turns\": \"Q\"}"] {
+            let e = parse_prompts(bad, Path::new("mt.jsonl")).unwrap_err();
+            assert!(matches!(e, EdaError::MalformedData { record: 1, .. }), "{bad}: {e}");
+        }
     }
 }

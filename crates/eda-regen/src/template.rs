@@ -65,6 +65,22 @@ impl ChatTemplate {
         }
     }
 
+    /// Recognises the template from a tokenizer's vocabulary, for checkpoints that ship no
+    /// `tokenizer_config.json`: ChatML when it has `<|im_start|>` and `<|im_end|>`, Llama 3 when
+    /// it has `<|start_header_id|>` and `<|eot_id|>`, else [`Plain`](Self::Plain).
+    pub fn from_tokenizer(tokenizer: &Tokenizer) -> ChatTemplate {
+        let has = |t: &str| tokenizer.token_to_id(t).is_some();
+        let found = if has("<|im_start|>") && has("<|im_end|>") {
+            ChatTemplate::ChatMl
+        } else if has("<|start_header_id|>") && has("<|eot_id|>") {
+            ChatTemplate::Llama3
+        } else {
+            ChatTemplate::Plain
+        };
+        tracing::info!(template = found.name(), "no tokenizer_config.json: chat template chosen from the tokenizer's special tokens");
+        found
+    }
+
     /// Detects the template from a `tokenizer_config.json`: its `chat_template` (a string, or a
     /// list of `{name, template}` where `default` is preferred). A missing file or a missing
     /// `chat_template` gives [`Plain`](Self::Plain); an unreadable or invalid file is an error.
@@ -212,4 +228,31 @@ pub fn join_with_mask(prompt: &[TokenId], response: &[TokenId], start_one_early:
         mask[prompt.len() - 1] = 1;
     }
     (ids, mask)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A WordLevel tokenizer over `words`.
+    fn word_tokenizer(words: &[&str]) -> Tokenizer {
+        let vocab: serde_json::Map<String, serde_json::Value> =
+            words.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [], "normalizer": null,
+            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": vocab, "unk_token": "<unk>"}
+        });
+        json.to_string().parse().expect("test tokenizer")
+    }
+
+    #[test]
+    fn the_template_is_recognised_from_the_tokenizers_special_tokens() {
+        let chatml = word_tokenizer(&["<unk>", "hi", "<|im_start|>", "<|im_end|>"]);
+        assert_eq!(ChatTemplate::from_tokenizer(&chatml), ChatTemplate::ChatMl);
+        let llama = word_tokenizer(&["<unk>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]);
+        assert_eq!(ChatTemplate::from_tokenizer(&llama), ChatTemplate::Llama3);
+        let half = word_tokenizer(&["<unk>", "<|im_start|>"]);
+        assert_eq!(ChatTemplate::from_tokenizer(&half), ChatTemplate::Plain, "one ChatML token is not a ChatML vocabulary");
+    }
 }

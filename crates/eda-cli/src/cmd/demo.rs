@@ -39,9 +39,9 @@ pub struct Args {
     /// Minimal sizes and step counts (for tests and smoke runs; the numbers are not meaningful).
     #[arg(long)]
     pub quick: bool,
-    /// Device (`cpu`, `cuda`, `cuda:N`, `wgpu`); default: `EDA_DEVICE`, else the best compiled-in.
-    #[arg(long)]
-    pub device: Option<String>,
+    /// Device.
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
     /// HF checkpoint directory of the base target (requires --target, --prompts, --general-prompts).
     #[arg(long, requires_all = ["target", "prompts", "general_prompts"])]
     pub base: Option<PathBuf>,
@@ -77,7 +77,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         cfg.model = args.model;
         cfg.cache = args.cache;
         cfg.seed = args.seed;
-        cfg.device = args.device;
+        cfg.device = args.device.device;
         cfg.progress = !args.no_progress;
         if let Some(n) = args.eval_prompts {
             cfg.eval_prompts = n;
@@ -115,7 +115,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         scale,
         select_fraction: args.select_fraction,
         external,
-        device: args.device,
+        device: args.device.device,
         progress: !args.no_progress,
     };
     let results = eda_demo::run_demo(&cfg)?;

@@ -1,11 +1,11 @@
 //! `eda eval`: speculative decoding over a prompts file; metrics JSON and a table.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use eda_core::{EdaError, Result, TokenId};
 use eda_spec::{evaluate_with, EvalOptions};
 
-use super::generate::{load, prompt_text, tok_err, tokenizer_path, DecodeArgs};
+use super::generate::{load, DecodeArgs, PromptEncoder};
 
 /// Flags of `eda eval`.
 #[derive(clap::Args, Debug)]
@@ -13,8 +13,8 @@ pub struct Args {
     /// Models, tokenizer and decoding settings.
     #[command(flatten)]
     pub decode: DecodeArgs,
-    /// Prompts: JSONL, one `{"prompt": "..."}` per line (FastChat `{"turns": ["..."]}` also
-    /// accepted: the first turn is used).
+    /// Prompts file, in any layout `eda regenerate` reads: JSONL (`{"prompt"}`, `{"messages"}`,
+    /// FastChat `{"turns"}`: the first turn) or ShareGPT JSON. A trailing assistant turn is dropped.
     #[arg(long)]
     pub prompts: PathBuf,
     /// Where to write the metrics JSON (per-prompt and aggregate τ, α, tokens/s, speedup).
@@ -31,31 +31,6 @@ pub struct Args {
     pub no_baseline: bool,
 }
 
-/// Reads the prompt texts of a JSONL file.
-fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| EdaError::io(path, e))?;
-    // A UTF-8 byte-order mark (Windows editors) is not part of the first record.
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let bad = |message: String| EdaError::MalformedData { path: path.to_path_buf(), record: i + 1, message };
-        let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(e.to_string()))?;
-        let prompt = v
-            .get("prompt")
-            .and_then(|p| p.as_str())
-            .or_else(|| v.get("turns").and_then(|t| t.get(0)).and_then(|t| t.as_str()))
-            .ok_or_else(|| bad("expected a string field `prompt` (or `turns`)".into()))?;
-        out.push(prompt.to_string());
-    }
-    if out.is_empty() {
-        return Err(EdaError::EmptyDataset(format!("no prompts in {}", path.display())));
-    }
-    Ok(out)
-}
-
 /// Runs `eda eval`.
 pub fn run(args: Args) -> Result<()> {
     if args.limit == Some(0) {
@@ -63,17 +38,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Refuse an unusable --out before minutes of decoding, not after.
     eda_core::io::check_output_file(&args.out)?;
-    let mut texts = read_prompts(&args.prompts)?;
+    let mut records = eda_regen::load_prompts(&args.prompts)?;
     if let Some(n) = args.limit {
-        texts.truncate(n);
+        records.truncate(n);
     }
     let mut l = load(&args.decode)?;
-    let tok_path = tokenizer_path(&args.decode);
-    let tokenizer = eda_models::load_tokenizer_for(&tok_path, l.target.info().vocab_size)?;
-    let prompts: Vec<Vec<TokenId>> = texts
-        .iter()
-        .map(|t| Ok(tokenizer.encode(prompt_text(t, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec()))
-        .collect::<Result<_>>()?;
+    let encoder = PromptEncoder::new(&args.decode, l.target.info().vocab_size)?;
+    let prompts: Vec<Vec<TokenId>> = records.iter().map(|r| encoder.encode(&r.messages)).collect::<Result<_>>()?;
     let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline };
     tracing::info!(prompts = prompts.len(), "evaluating");
     let report = evaluate_with(l.target.as_mut(), l.draft.as_mut(), l.strategy.as_mut(), &prompts, &l.cfg, &opts)?;
@@ -112,7 +83,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let prompts = dir.path().join("p.jsonl");
         std::fs::write(&prompts, "\u{feff}{\"prompt\": \"hi\"}\n").unwrap();
-        assert_eq!(read_prompts(&prompts).unwrap(), vec!["hi".to_string()]);
+        assert_eq!(eda_regen::load_prompts(&prompts).unwrap()[0].messages, super::super::args::user_message("hi"));
         let p = prompts.to_str().unwrap();
         let missing = dir.path().join("no-model");
         let m = missing.to_str().unwrap();

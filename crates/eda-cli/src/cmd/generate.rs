@@ -4,31 +4,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eda_core::{DraftModel, EdaError, GenerationConfig, Result, TargetModel, TokenId};
-use eda_spec::{tau_per_cycle, tau_reference, AutoStrategy, ChainStrategy, LmDraft, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_regen::{ChatTemplate, Message, Role};
+use eda_spec::{tau_per_cycle, tau_reference, LmDraft, SpeculativeStrategy};
+use tokenizers::Tokenizer;
 
-/// Which kind of draft `--draft` points to.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DraftKind {
-    /// An EDA/EAGLE draft checkpoint (reads the target's features).
-    Eda,
-    /// A small language model sharing the target's tokenizer (reads tokens only).
-    Lm,
-}
-
-/// Which decoding strategy to use.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum StrategyKind {
-    /// EAGLE-2 dynamic tree drafting.
-    Tree,
-    /// Chain drafting.
-    Chain,
-    /// Plain autoregressive decoding (the draft is not loaded).
-    Autoregressive,
-    /// Measure the draft cost and acceptance on this device with the first prompt, then use the
-    /// fastest of chains up to `--gamma` tokens and three small trees (plain decoding when none
-    /// is faster); the probe's predictions and measurements are printed to stderr.
-    Auto,
-}
+use super::args::{ComputeArgs, SamplingArgs, StrategyArgs, TemplateArgs, EVAL_SYSTEM_PROMPT};
+pub use super::args::{DraftKind, StrategyKind};
 
 /// Model, tokenizer and decoding flags shared by `eda generate` and `eda eval`.
 #[derive(clap::Args, Debug, Clone)]
@@ -47,44 +28,22 @@ pub struct DecodeArgs {
     /// `.gguf` target).
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Device: cpu, wgpu, wgpu:N, cuda, cuda:N (default: `EDA_DEVICE`, else the first compiled-in
-    /// GPU backend with a device, else cpu).
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Precision the target and draft compute in (default: `EDA_DTYPE`, else `auto`: f32 on the
-    /// CPU, the checkpoint's stored dtype on a GPU that supports it).
-    #[arg(long, value_enum)]
-    pub compute_dtype: Option<super::device::ComputeDtype>,
-    /// Decoding strategy.
-    #[arg(long, value_enum, default_value = "tree")]
-    pub strategy: StrategyKind,
-    /// Tree: expansion steps after the first drafted level (EAGLE-2 `depth`).
-    #[arg(long, default_value_t = 5)]
-    pub depth: usize,
-    /// Tree: children per expanded node and frontier size (EAGLE-2 `top_k`).
-    #[arg(long, default_value_t = 10)]
-    pub top_k: usize,
-    /// Tree: nodes verified per cycle, root included (EAGLE-2 `total_token`).
-    #[arg(long, default_value_t = 60)]
-    pub total_tokens: usize,
-    /// Chain: drafted tokens per cycle (with `--strategy auto`: the longest chain probed).
-    #[arg(long, default_value_t = 4)]
-    pub gamma: usize,
-    /// Maximum number of generated tokens.
-    #[arg(long, default_value_t = 512)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature (0 = greedy).
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Nucleus sampling threshold in (0, 1] (1 disables it).
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Seed of the sampler.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// Wrap the prompt in the ChatML template used by the EDA evaluation (docs/method.md §6.1).
+    /// Device and compute precision.
+    #[command(flatten)]
+    pub compute: ComputeArgs,
+    /// Decoding strategy and its shape.
+    #[command(flatten)]
+    pub strategy: StrategyArgs,
+    /// Generation length and sampling.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Render the prompt with the chat template (`--template`) and a system prompt, as EDA's
+    /// evaluation does (docs/method.md §6.1); without it the text is tokenised as given.
     #[arg(long)]
     pub chat: bool,
+    /// Chat template and system prompt used by `--chat`.
+    #[command(flatten)]
+    pub template: TemplateArgs,
 }
 
 /// Flags of `eda generate`.
@@ -140,24 +99,14 @@ impl DraftModel for NoDraft {
     }
 }
 
-/// The ChatML prompt of the EDA evaluation (docs/method.md §6.1).
-pub(crate) fn chat_prompt(question: &str) -> String {
-    format!("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n")
-}
-
 /// Loads models and tokenizer and builds the strategy and generation settings.
 pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
-    let device = super::device::open(a.device.as_deref(), a.compute_dtype, Some(&a.target))?;
+    let device = a.compute.open(&a.target)?;
     tracing::info!(target = %a.target.display(), "loading target");
     let target = eda_models::Target::from_pretrained(&a.target, &device)?;
     let info = target.info().clone();
-    let strategy: Box<dyn SpeculativeStrategy> = match a.strategy {
-        StrategyKind::Tree => Box::new(Strategy::Tree(TreeStrategy { depth: a.depth, top_k: a.top_k, total_tokens: a.total_tokens })),
-        StrategyKind::Chain => Box::new(Strategy::Chain(ChainStrategy { gamma: a.gamma })),
-        StrategyKind::Autoregressive => Box::new(Strategy::Autoregressive),
-        StrategyKind::Auto => Box::new(AutoStrategy::new(a.gamma, AutoStrategy::default().trees, 32)),
-    };
-    let draft: Box<dyn DraftModel> = if a.strategy == StrategyKind::Autoregressive {
+    let strategy = a.strategy.build();
+    let draft: Box<dyn DraftModel> = if a.strategy.strategy == StrategyKind::Autoregressive {
         Box::new(NoDraft { vocab: info.vocab_size, hidden: info.hidden_size })
     } else {
         let dir =
@@ -171,34 +120,52 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
             }
         }
     };
-    let cfg = GenerationConfig {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_p: a.top_p,
-        seed: a.seed,
-        stop_tokens: info.eos_token_ids.clone(),
-    };
+    let cfg = a.sampling.generation_config(info.eos_token_ids.clone());
     cfg.validate()?;
     Ok(Loaded { target: Box::new(target), draft, strategy, cfg })
 }
 
-/// Path of the tokenizer file.
-pub(crate) fn tokenizer_path(a: &DecodeArgs) -> PathBuf {
-    a.tokenizer.clone().unwrap_or_else(|| {
-        if eda_models::gguf::is_gguf_path(&a.target) {
-            a.target.clone()
-        } else {
-            a.target.join("tokenizer.json")
-        }
-    })
+/// Turns conversations into prompt token ids: rendered by the chat template with `--chat`,
+/// else the text of the last user turn, tokenised as given.
+pub(crate) struct PromptEncoder {
+    tokenizer: Tokenizer,
+    path: PathBuf,
+    /// The template and system prompt, with `--chat`.
+    chat: Option<(ChatTemplate, String)>,
 }
 
-/// Builds the text to tokenise (with the ChatML template when `chat`).
-pub(crate) fn prompt_text(text: &str, chat: bool) -> String {
-    if chat {
-        chat_prompt(text)
-    } else {
-        text.to_string()
+impl PromptEncoder {
+    /// The encoder `a` asks for, over the target's tokenizer (checked against `vocab_size`).
+    pub(crate) fn new(a: &DecodeArgs, vocab_size: usize) -> Result<Self> {
+        let path = super::args::tokenizer_path(&a.target, a.tokenizer.as_deref());
+        let tokenizer = eda_models::load_tokenizer_for(&path, vocab_size)?;
+        let chat = if a.chat {
+            let template = a.template.resolve(&a.target, a.tokenizer.as_deref(), &path, &tokenizer)?;
+            let system = a.template.system_prompt.clone().unwrap_or_else(|| EVAL_SYSTEM_PROMPT.to_string());
+            tracing::info!(%template, system = %system, "chat prompt");
+            Some((template, system))
+        } else {
+            None
+        };
+        Ok(PromptEncoder { tokenizer, path, chat })
+    }
+
+    /// The tokenizer.
+    pub(crate) fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// The prompt text of `messages` (a conversation ending with a user turn).
+    fn render(&self, messages: &[Message]) -> String {
+        match &self.chat {
+            Some((template, system)) => template.render_prompt(messages, Some(system)),
+            None => messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The prompt ids of `messages` (a conversation ending with a user turn).
+    pub(crate) fn encode(&self, messages: &[Message]) -> Result<Vec<TokenId>> {
+        Ok(self.tokenizer.encode(self.render(messages), false).map_err(|e| tok_err(&self.path, e))?.get_ids().to_vec())
     }
 }
 
@@ -229,10 +196,9 @@ pub(crate) fn position_limit_note(
 /// Runs `eda generate`.
 pub fn run(args: Args) -> Result<()> {
     let mut l = load(&args.decode)?;
-    let tok_path = tokenizer_path(&args.decode);
-    let tokenizer = eda_models::load_tokenizer_for(&tok_path, l.target.info().vocab_size)?;
-    let prompt =
-        tokenizer.encode(prompt_text(&args.prompt, args.decode.chat), false).map_err(|e| tok_err(&tok_path, e))?.get_ids().to_vec();
+    let encoder = PromptEncoder::new(&args.decode, l.target.info().vocab_size)?;
+    let tokenizer = encoder.tokenizer();
+    let prompt = encoder.encode(&super::args::user_message(&args.prompt))?;
     let mut generated: Vec<TokenId> = Vec::new();
     let mut printed = String::new();
     let live = args.live_tau;
@@ -275,4 +241,33 @@ pub fn run(args: Args) -> Result<()> {
         m.cost_ratio()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chat_prompts_are_rendered_by_the_shared_template_with_the_evaluation_system_prompt() {
+        let tokenizer: Tokenizer = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"<unk>":0,"hi":1},"unk_token":"<unk>"}}"#
+            .parse()
+            .unwrap();
+        let question = super::super::args::user_message("What is 2+2?");
+        let chat = PromptEncoder {
+            tokenizer: tokenizer.clone(),
+            path: PathBuf::from("t.json"),
+            chat: Some((ChatTemplate::ChatMl, EVAL_SYSTEM_PROMPT.to_string())),
+        };
+        // The prompt EDA's evaluation feeds the target (docs/method.md §6.1).
+        assert_eq!(
+            chat.render(&question),
+            "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n"
+        );
+        let plain = PromptEncoder { tokenizer, path: PathBuf::from("t.json"), chat: None };
+        let convo = [Message::new(Role::System, "S"), Message::new(Role::User, "hi")];
+        assert_eq!(plain.render(&convo), "hi", "without --chat the last user turn is the prompt text");
+        assert_eq!(plain.encode(&convo).unwrap(), vec![1]);
+    }
 }

@@ -1,5 +1,6 @@
 //! One module per subcommand; each exposes `Args` (clap) and `run`.
 
+pub mod args;
 pub mod convert;
 pub mod demo;
 pub mod device;

@@ -1,13 +1,12 @@
 //! `eda regenerate`: the fine-tuned target answers domain prompts and its hidden states become
 //! training shards (see the `eda-regen` crate).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use eda_core::data::FeatureDType;
-use eda_core::{EdaError, GenerationConfig, TargetModel};
-use eda_regen::{
-    load_prompts, regenerate_dataset, ChatTemplate, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode,
-};
+use eda_core::{EdaError, TargetModel};
+use eda_regen::{load_prompts, regenerate_dataset, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode};
+
+use super::args::{tokenizer_path, ComputeArgs, FeatureDtypeArg, SamplingArgs, TemplateArgs};
 
 /// Where responses come from.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -18,20 +17,6 @@ pub enum Mode {
     Original,
 }
 
-/// Chat template choice.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Template {
-    /// Detect from `tokenizer_config.json` (next to the tokenizer, else in the target directory;
-    /// for a `.gguf` target without `--tokenizer`, from the file's `tokenizer.chat_template`).
-    Auto,
-    /// Qwen2 ChatML (`<|im_start|>`/`<|im_end|>`).
-    Chatml,
-    /// Llama 3 headers (`<|start_header_id|>`, `<|eot_id|>`).
-    Llama3,
-    /// No special tokens: `User: ...\nAssistant: `.
-    Plain,
-}
-
 /// What to do with sequences longer than `--max-seq-len`.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Overflow {
@@ -39,15 +24,6 @@ pub enum Overflow {
     Skip,
     /// Keep the prompt's last tokens and cut the response's tail.
     Truncate,
-}
-
-/// Storage precision of hidden states.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
-    /// 32-bit floats.
-    F32,
-    /// bfloat16 (half the size, like the reference).
-    Bf16,
 }
 
 /// Flags of `eda regenerate`.
@@ -70,24 +46,12 @@ pub struct Args {
     /// Regenerate answers with the target, or reuse the dataset's original answers.
     #[arg(long, value_enum, default_value_t = Mode::Regenerate)]
     pub mode: Mode,
-    /// Maximum number of generated tokens per answer.
-    #[arg(long, default_value_t = 512)]
-    pub max_new_tokens: usize,
-    /// Sampling temperature; 0 decodes greedily.
-    #[arg(long, default_value_t = 0.0)]
-    pub temperature: f32,
-    /// Nucleus sampling threshold in (0, 1]; 1 disables it.
-    #[arg(long, default_value_t = 1.0)]
-    pub top_p: f32,
-    /// Sampling seed (each prompt's seed is derived from it and the prompt id).
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    /// System prompt for conversations without one, e.g. "You are a helpful assistant.".
-    #[arg(long)]
-    pub system_prompt: Option<String>,
-    /// Chat template.
-    #[arg(long, value_enum, default_value_t = Template::Auto)]
-    pub template: Template,
+    /// Generation length and sampling.
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Chat template and system prompt.
+    #[command(flatten)]
+    pub template: TemplateArgs,
     /// Maximum sequence length, prompt plus answer (capped by the model's maximum positions).
     #[arg(long, default_value_t = 2048)]
     pub max_seq_len: usize,
@@ -110,16 +74,11 @@ pub struct Args {
     #[arg(long)]
     pub limit: Option<usize>,
     /// Storage precision of the hidden states.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    pub dtype: Dtype,
-    /// Device for the target (`cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`); default: `EDA_DEVICE`,
-    /// else the first compiled-in GPU backend with a device, else cpu.
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Precision the target computes in (default: `EDA_DTYPE`, else `auto`: f32 on the CPU, the
-    /// checkpoint's stored dtype on a GPU that supports it). Features are stored as `--dtype`.
-    #[arg(long, value_enum)]
-    pub compute_dtype: Option<super::device::ComputeDtype>,
+    #[arg(long, value_enum, default_value_t = FeatureDtypeArg::F32)]
+    pub dtype: FeatureDtypeArg,
+    /// Device and compute precision of the target (features are stored as `--dtype`).
+    #[command(flatten)]
+    pub compute: ComputeArgs,
     /// Base URL of an OpenAI-compatible completions server (vLLM, SGLang, llama.cpp) that
     /// generates the answers instead of the local target; hidden states stay local.
     #[arg(long, requires = "server_model")]
@@ -139,37 +98,15 @@ pub struct Args {
     pub allow_changed_inputs: bool,
 }
 
-fn detect_template(args: &Args, tokenizer_path: &Path) -> eda_core::Result<ChatTemplate> {
-    Ok(match args.template {
-        Template::Chatml => ChatTemplate::ChatMl,
-        Template::Llama3 => ChatTemplate::Llama3,
-        Template::Plain => ChatTemplate::Plain,
-        Template::Auto if args.tokenizer.is_none() && eda_models::gguf::is_gguf_path(&args.target) => {
-            ChatTemplate::from_jinja(&eda_models::gguf::chat_template(&args.target)?.unwrap_or_default())
-        }
-        Template::Auto => {
-            let beside = tokenizer_path.parent().map(|d| d.join("tokenizer_config.json"));
-            let cfg = beside.filter(|p| p.exists()).unwrap_or_else(|| args.target.join("tokenizer_config.json"));
-            ChatTemplate::detect(&cfg)?
-        }
-    })
-}
-
 /// Runs `eda regenerate`.
 pub fn run(args: Args) -> eda_core::Result<()> {
-    let device = super::device::open(args.device.as_deref(), args.compute_dtype, Some(&args.target))?;
+    let device = args.compute.open(&args.target)?;
     let prompts = load_prompts(&args.prompts)?;
     tracing::info!(prompts = prompts.len(), file = %args.prompts.display(), "prompts loaded");
     let mut target = eda_models::Target::from_pretrained(&args.target, &device)?;
-    let tokenizer_path = args.tokenizer.clone().unwrap_or_else(|| {
-        if eda_models::gguf::is_gguf_path(&args.target) {
-            args.target.clone()
-        } else {
-            args.target.join("tokenizer.json")
-        }
-    });
+    let tokenizer_path = tokenizer_path(&args.target, args.tokenizer.as_deref());
     let tokenizer = eda_models::load_tokenizer_for(&tokenizer_path, target.info().vocab_size)?;
-    let template = detect_template(&args, &tokenizer_path)?;
+    let template = args.template.resolve(&args.target, args.tokenizer.as_deref(), &tokenizer_path, &tokenizer)?;
     tracing::info!(%template, "chat template");
     let cfg = RegenConfig {
         mode: match args.mode {
@@ -177,14 +114,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
             Mode::Original => RegenMode::Original,
         },
         template,
-        system_prompt: args.system_prompt.clone(),
-        generation: GenerationConfig {
-            max_new_tokens: args.max_new_tokens,
-            temperature: args.temperature,
-            top_p: args.top_p,
-            seed: args.seed,
-            stop_tokens: vec![],
-        },
+        system_prompt: args.template.system_prompt.clone(),
+        generation: args.sampling.generation_config(vec![]),
         start_one_early: !args.exact_mask,
         max_seq_len: Some(args.max_seq_len),
         overflow: match args.overflow {
@@ -194,10 +125,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         shard_size: args.shard_size,
         batch_size: args.batch_size,
         limit: args.limit,
-        dtype: match args.dtype {
-            Dtype::F32 => FeatureDType::F32,
-            Dtype::Bf16 => FeatureDType::BF16,
-        },
+        dtype: args.dtype.into(),
         allow_changed_inputs: args.allow_changed_inputs,
     };
     let mut remote = match (&args.server_url, &args.server_model) {

@@ -9,13 +9,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use eda_core::data::{read_shard, write_shard, FeatureDType, FeatureSample};
+use eda_core::data::{read_shard, write_shard, FeatureSample};
 use eda_core::{EdaError, SampleSelector, Selection};
 use eda_select::{
     DriftSummary, FeatureStats, FitConfig, FitUnit, KeepAll, MahalanobisModel, MahalanobisSelector, Pooling, PositionFilter,
     RandomSelector, ScoreConfig, SelectionExt, Shrinkage,
 };
 use serde::Serialize;
+
+use super::args::FeatureDtypeArg;
 
 /// Selection method.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,15 +28,6 @@ pub enum Method {
     Random,
     /// Keep every sample (baseline; `--fraction` is ignored, `--token-budget` keeps a prefix).
     All,
-}
-
-/// Storage precision of the written shard.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dtype {
-    /// 32-bit floats (exact).
-    F32,
-    /// bfloat16 (half the size; lossless when the inputs were bf16).
-    Bf16,
 }
 
 /// Flags of `eda select`.
@@ -83,8 +76,8 @@ pub struct Args {
     #[arg(long, default_value_t = 512)]
     pub batch_tokens: usize,
     /// Precision of hidden states in the written shard.
-    #[arg(long, value_enum, default_value_t = Dtype::F32)]
-    pub dtype: Dtype,
+    #[arg(long, value_enum, default_value_t = FeatureDtypeArg::F32)]
+    pub dtype: FeatureDtypeArg,
     /// Skip the drift summary (saves one scoring pass over the base shards).
     #[arg(long)]
     pub no_drift: bool,
@@ -321,12 +314,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let mut in_order = indices.clone();
     in_order.sort_unstable();
     let kept: Vec<FeatureSample> = in_order.iter().map(|&i| candidates[i].clone()).collect();
-    let dtype = match args.dtype {
-        Dtype::F32 => FeatureDType::F32,
-        Dtype::Bf16 => FeatureDType::BF16,
-    };
     let shard = args.out.join("selected.safetensors");
-    write_shard(&shard, &kept, dtype)?;
+    write_shard(&shard, &kept, args.dtype.into())?;
 
     let report = Report {
         method: selector.name().to_string(),
@@ -376,7 +365,7 @@ mod tests {
     fn shard(path: &Path, ids: &[&str]) {
         let samples: Vec<FeatureSample> =
             ids.iter().map(|id| FeatureSample::new(*id, vec![1, 2, 3], vec![0.25; 6], 2, vec![0, 1, 1]).unwrap()).collect();
-        write_shard(path, &samples, FeatureDType::F32).unwrap();
+        write_shard(path, &samples, eda_core::data::FeatureDType::F32).unwrap();
     }
 
     #[test]

@@ -161,10 +161,9 @@ pub struct Args {
     /// differences, because it mixes two runs into one draft).
     #[arg(long)]
     pub allow_changed_inputs: bool,
-    /// Device (`cpu`, `wgpu`, `wgpu:N`, `cuda`, `cuda:N`); default: `EDA_DEVICE`, else the first
-    /// compiled-in GPU backend with a device, else cpu.
-    #[arg(long)]
-    pub device: Option<String>,
+    /// Device (training computes in f32).
+    #[command(flatten)]
+    pub device: super::args::DeviceArgs,
 }
 
 fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
@@ -310,7 +309,7 @@ fn with_draft_vocab(
 pub fn run(args: Args) -> eda_core::Result<()> {
     // Training is f32 only (half-precision training diverges without f32 master weights, which
     // burn 0.22 cannot keep beside half activations on one device; see DraftTrainer::new).
-    let device = super::device::open(args.device.as_deref(), Some(super::device::ComputeDtype::F32), None)?;
+    let device = super::device::open(args.device.device.as_deref(), Some(super::device::ComputeDtype::F32), None)?;
     let cfg = build_config(&args)?;
     eda_core::io::check_output_dir(&args.out)?;
     eda_core::io::clean_stale_temp_files(&args.out);

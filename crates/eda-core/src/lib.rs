@@ -40,6 +40,7 @@ pub mod io;
 pub mod mask;
 pub mod metrics;
 pub mod sampling;
+pub mod shard_files;
 pub mod traits;
 pub mod tree;
 pub mod types;

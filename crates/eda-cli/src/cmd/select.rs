@@ -99,49 +99,9 @@ fn parse_shrinkage(s: &str) -> Result<Shrinkage, String> {
     s.parse().map_err(|e: EdaError| e.to_string())
 }
 
-/// Matches `name` against a pattern with `*` (any run) and `?` (one character).
-fn wildcard(pattern: &[char], name: &[char]) -> bool {
-    match (pattern.first(), name.first()) {
-        (None, None) => true,
-        (Some('*'), _) => wildcard(&pattern[1..], name) || (!name.is_empty() && wildcard(pattern, &name[1..])),
-        (Some('?'), Some(_)) => wildcard(&pattern[1..], &name[1..]),
-        (Some(p), Some(n)) if p == n => wildcard(&pattern[1..], &name[1..]),
-        _ => false,
-    }
-}
-
-/// Shard files named by a directory (its `*.safetensors`), a glob in the file name, or one file;
-/// sorted by path.
+/// Shard files named by a directory, a file-name glob or one file (see [`eda_core::shard_files`]).
 fn shard_paths(spec: &str) -> eda_core::Result<Vec<PathBuf>> {
-    let path = Path::new(spec);
-    let (dir, pattern) = if path.is_dir() {
-        (path.to_path_buf(), "*.safetensors".to_string())
-    } else if spec.contains('*') || spec.contains('?') {
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        let pat = path.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        if dir.to_string_lossy().contains(['*', '?']) {
-            return Err(EdaError::InvalidArgument(format!("`{spec}`: wildcards are only supported in the file name")));
-        }
-        (dir, pat)
-    } else if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    } else {
-        return Err(EdaError::InvalidArgument(format!("`{spec}` is neither a directory, a file nor a glob")));
-    };
-    let pat: Vec<char> = pattern.chars().collect();
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(&dir).map_err(|e| EdaError::io(&dir, e))? {
-        let entry = entry.map_err(|e| EdaError::io(&dir, e))?;
-        let name: Vec<char> = entry.file_name().to_string_lossy().chars().collect();
-        if entry.path().is_file() && wildcard(&pat, &name) {
-            out.push(entry.path());
-        }
-    }
-    out.sort();
-    if out.is_empty() {
-        return Err(EdaError::EmptyDataset(format!("no shard files match `{spec}`")));
-    }
-    Ok(out)
+    eda_core::shard_files::shard_files(Path::new(spec))
 }
 
 fn read_all(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
@@ -423,14 +383,5 @@ mod tests {
         .unwrap();
         run(cli.args).unwrap();
         assert_eq!(read_shard(&out.join("selected.safetensors")).unwrap().len(), 1);
-    }
-
-    #[test]
-    fn wildcard_matching() {
-        let m = |p: &str, n: &str| wildcard(&p.chars().collect::<Vec<_>>(), &n.chars().collect::<Vec<_>>());
-        assert!(m("shard-*.safetensors", "shard-00001.safetensors"));
-        assert!(m("*", "x"));
-        assert!(m("a?c", "abc"));
-        assert!(!m("shard-*.safetensors", "stats.safetensors"));
     }
 }

@@ -62,8 +62,9 @@ pub struct Args {
     /// Training stage.
     #[arg(long, value_enum, default_value_t = StageArg::Stage1)]
     pub stage: StageArg,
-    /// Feature shards (files) or directories containing them (`*.safetensors` written by
-    /// `eda regenerate` / feature extraction).
+    /// Feature shards: files, directories (their feature shards; other files such as the
+    /// `stats.safetensors` of `eda select` are skipped) or file-name globs, as written by
+    /// `eda regenerate` and `eda select`.
     #[arg(long, required = true, num_args = 1..)]
     pub features: Vec<PathBuf>,
     /// Target checkpoint directory (HF layout) providing the frozen LM head: the base target in
@@ -255,21 +256,12 @@ fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
     Ok(c)
 }
 
-/// Reads every feature shard named by `paths` (directories: their `*.safetensors`, sorted).
+/// Reads every feature shard named by `paths` (files, directories or globs; see
+/// [`eda_core::shard_files`]).
 fn load_features(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
     let mut files = Vec::new();
     for p in paths {
-        if p.is_dir() {
-            let mut in_dir: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| EdaError::io(p, e))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| f.extension().is_some_and(|x| x == "safetensors"))
-                .collect();
-            in_dir.sort();
-            files.extend(in_dir);
-        } else {
-            files.push(p.clone());
-        }
+        files.extend(eda_core::shard_files::shard_files(p)?);
     }
     // Sample ids must be unique across files: a shard named twice would be trained on twice.
     let out = eda_core::data::read_shards(&files)?;

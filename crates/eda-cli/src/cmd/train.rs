@@ -105,56 +105,56 @@ pub struct Args {
     /// stage-1 draft's mapping; giving K recomputes it from the stage-2 features.
     #[arg(long, value_name = "K")]
     pub draft_vocab: Option<usize>,
-    /// Total optimiser steps (overrides `--epochs`).
+    /// Total optimiser steps (overrides `--epochs`; default: as many as `--epochs` make).
     #[arg(long)]
     pub steps: Option<usize>,
-    /// Passes over the data.
+    /// Passes over the data (default: 1).
     #[arg(long)]
     pub epochs: Option<f64>,
-    /// Sequences per micro-batch.
+    /// Sequences per micro-batch (default: 4).
     #[arg(long)]
     pub batch_size: Option<usize>,
-    /// Micro-batches per optimiser step.
+    /// Micro-batches per optimiser step (default: 1).
     #[arg(long)]
     pub grad_accum: Option<usize>,
-    /// Truncate samples to this many tokens.
+    /// Truncate samples to this many tokens (default: 2048).
     #[arg(long)]
     pub max_len: Option<usize>,
-    /// Peak learning rate.
+    /// Peak learning rate (default: 0.0002, cosine decay to 0).
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Warmup steps.
+    /// Linear warmup steps (default: 0).
     #[arg(long)]
     pub warmup_steps: Option<usize>,
     /// Use the reference schedule (log warmup over 2000 steps, linear decay to 0 at 800k steps),
     /// then apply `--lr` / `--warmup-steps` if given.
     #[arg(long)]
     pub reference_schedule: bool,
-    /// AdamW weight decay.
+    /// AdamW weight decay (default: 0; betas 0.9 / 0.95).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Global gradient-norm clip (0 disables; negative values are rejected).
+    /// Global gradient-norm clip (0 disables; negative values are rejected; default: 0.5).
     #[arg(long, allow_hyphen_values = true)]
     pub grad_clip: Option<f64>,
-    /// Input-feature noise kind.
+    /// Input-feature noise kind (default: uniform).
     #[arg(long, value_enum)]
     pub noise: Option<NoiseArg>,
-    /// Noise amplitude (uniform) or std (reference).
+    /// Noise amplitude (uniform; default: 0.1) or std (reference; default: 0.2).
     #[arg(long)]
     pub noise_scale: Option<f32>,
-    /// Loss normalisation.
+    /// Loss normalisation (default: masked).
     #[arg(long, value_enum)]
     pub loss_norm: Option<NormArg>,
-    /// Stage 2: private-group initialisation.
+    /// Stage 2: private-group initialisation (default: random).
     #[arg(long, value_enum)]
     pub private_init: Option<PrivateInitArg>,
-    /// Stage 2: which groups are frozen.
+    /// Stage 2: which groups are frozen (default: shared-group).
     #[arg(long, value_enum)]
     pub freeze: Option<FreezeArg>,
-    /// Seed of shuffling, noise and initialisation.
+    /// Seed of shuffling, noise and initialisation (default: 0).
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Checkpoint every N steps (0: only at the end).
+    /// Checkpoint every N steps (0: only at the end; default: 500).
     #[arg(long)]
     pub checkpoint_every: Option<usize>,
     /// Resume a checkpoint in `--out` even though its settings, training data or frozen
@@ -297,6 +297,24 @@ fn with_draft_vocab(
     draft.with_draft_vocab(ids)
 }
 
+/// Optimiser steps below which a run cannot teach a draft much (EAGLE trains for tens of thousands).
+const MIN_USEFUL_STEPS: usize = 200;
+/// Loss-masked training tokens below which the same holds.
+const MIN_USEFUL_TOKENS: usize = 10_000;
+
+/// A warning when the run is too small to learn anything, naming what to raise.
+fn small_run_warning(cfg: &TrainConfig, data: &[FeatureSample]) -> Option<String> {
+    let steps = cfg.total_steps(data.len());
+    let tokens: usize = data.iter().map(|s| s.loss_mask.iter().filter(|&&m| m != 0).count()).sum();
+    (steps < MIN_USEFUL_STEPS || tokens < MIN_USEFUL_TOKENS).then(|| {
+        format!(
+            "this run makes {steps} optimiser steps over {tokens} loss-masked tokens ({} samples); a draft needs at least \
+             {MIN_USEFUL_STEPS} steps and {MIN_USEFUL_TOKENS} tokens to learn much: add data, or raise --epochs / --steps",
+            data.len()
+        )
+    })
+}
+
 /// Runs `eda train`.
 pub fn run(args: Args) -> eda_core::Result<()> {
     // Training is f32 only (half-precision training diverges without f32 master weights, which
@@ -307,6 +325,9 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     eda_core::io::clean_stale_temp_files(&args.out);
     let data = load_features(&args.features)?;
     tracing::info!(samples = data.len(), tokens = data.iter().map(|s| s.len()).sum::<usize>(), "features loaded");
+    if let Some(w) = small_run_warning(&cfg, &data) {
+        tracing::warn!("{w}");
+    }
 
     let tcfg = eda_models::ModelConfig::from_file(&args.target.join("config.json"))?;
     let lm_head = read_matrix(&args.target, &tcfg, "lm_head.weight", &device)?;
@@ -425,6 +446,49 @@ mod tests {
     }
 
     #[test]
+    fn help_states_the_defaults_the_config_really_has() {
+        use clap::CommandFactory;
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let c = TrainConfig::default();
+        let (NoiseConfig::Uniform { amplitude }, Some(clip)) = (c.noise, c.grad_clip) else { panic!("default noise/clip changed") };
+        let want = [
+            ("epochs", c.epochs.to_string()),
+            ("batch-size", c.batch_size.to_string()),
+            ("grad-accum", c.grad_accum.to_string()),
+            ("max-len", c.max_len.to_string()),
+            ("lr", c.schedule.lr.to_string()),
+            ("warmup-steps", c.schedule.warmup_steps.to_string()),
+            ("weight-decay", c.adamw.weight_decay.to_string()),
+            ("grad-clip", clip.to_string()),
+            ("noise-scale", amplitude.to_string()),
+            ("seed", c.seed.to_string()),
+            ("checkpoint-every", c.checkpoint_every.to_string()),
+        ];
+        let cmd = Cli::command();
+        for (flag, value) in want {
+            let arg = cmd.get_arguments().find(|a| a.get_long() == Some(flag)).unwrap_or_else(|| panic!("--{flag}"));
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(help.contains(&format!("default: {value}")), "--{flag}: help `{help}` does not state the default {value}");
+        }
+        assert!(c.steps.is_none() && c.loss.norm == LossNorm::MaskedTokens && c.private_init == PrivateInit::Random);
+        assert_eq!(c.stage2_freeze, Stage2Freeze::SharedGroup);
+    }
+
+    #[test]
+    fn a_run_too_small_to_learn_is_warned_about() {
+        let sample = |n: usize| FeatureSample::new("s", vec![1; n], vec![0.0; n], 1, vec![1; n]).unwrap();
+        let small: Vec<FeatureSample> = (0..40).map(|_| sample(100)).collect();
+        let w = small_run_warning(&TrainConfig::default(), &small).expect("10 steps warn");
+        assert!(w.contains("10 optimiser steps over 4000 loss-masked tokens"), "{w}");
+        let cfg = TrainConfig { epochs: 20.0, ..TrainConfig::default() };
+        let big: Vec<FeatureSample> = (0..40).map(|_| sample(300)).collect();
+        assert_eq!(small_run_warning(&cfg, &big), None, "200 steps over 12000 tokens is enough");
+    }
+
     fn grad_clip_must_be_non_negative() {
         let parse =
             |v: &str| Cli::try_parse_from(["eda", "--features", "f", "--target", "t", "--out", "o", "--grad-clip", v]).unwrap().args;

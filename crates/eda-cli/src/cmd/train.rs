@@ -489,6 +489,7 @@ mod tests {
         assert_eq!(small_run_warning(&cfg, &big), None, "200 steps over 12000 tokens is enough");
     }
 
+    #[test]
     fn grad_clip_must_be_non_negative() {
         let parse =
             |v: &str| Cli::try_parse_from(["eda", "--features", "f", "--target", "t", "--out", "o", "--grad-clip", v]).unwrap().args;

@@ -201,7 +201,9 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = encoder.encode(&super::args::user_message(&args.prompt))?;
     let mut generated: Vec<TokenId> = Vec::new();
     let mut printed = String::new();
-    let live = args.live_tau;
+    let autoregressive = args.decode.strategy.strategy == StrategyKind::Autoregressive;
+    // τ is meaningless for plain decoding, and undefined before the first verification.
+    let live = args.live_tau && !autoregressive;
     let mut on_commit = |new: &[TokenId], m: &eda_core::DecodeMetrics| {
         generated.extend_from_slice(new);
         // Decode everything so far and print the new suffix (multi-token characters stay intact).
@@ -214,7 +216,7 @@ pub fn run(args: Args) -> Result<()> {
             printed = text;
             let _ = std::io::stdout().flush();
         }
-        if live {
+        if live && m.target_forwards > 1 {
             eprint!(" [τ {:.2}]", tau_per_cycle(m));
         }
     };
@@ -228,6 +230,13 @@ pub fn run(args: Args) -> Result<()> {
         eprint!("{report}");
     }
     let m = &out.metrics;
+    if live {
+        eprintln!();
+    }
+    if autoregressive {
+        eprintln!("autoregressive: {} tokens in {:.2}s ({:.1} tok/s)", m.new_tokens, m.wall_seconds, m.tokens_per_second());
+        return Ok(());
+    }
     eprintln!(
         "{}: {} tokens in {:.2}s ({:.1} tok/s), τ {:.2} (reference variant {}), α {:.3}, acceptance per depth {:?}, c {:.3}",
         l.strategy.name(),

@@ -391,6 +391,9 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     );
     let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?.allow_changed_inputs(args.allow_changed_inputs);
     let report = trainer.train(&data)?;
+    // A tied target's embedding and LM head are one matrix, held twice by the draft: count it once.
+    let tied = tcfg.tie_word_embeddings && emb_dir == args.target;
+    let total_params = report.total_params - if tied { tcfg.vocab_size * tcfg.hidden_size } else { 0 };
     println!(
         "{} steps, final loss {:.4}, top-1 {:.3}; {} tokens in {:.1}s ({:.0} tokens/s); {} of {} parameters trained; draft: {}",
         report.steps,
@@ -400,7 +403,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         report.seconds,
         report.tokens as f64 / report.seconds.max(1e-9),
         report.trainable_params,
-        report.total_params,
+        total_params,
         args.out.join("draft").display()
     );
     Ok(())

@@ -14,13 +14,12 @@
 //!
 //! The safetensors metadata holds `"format": "eda-features-v1"` and `"sample_ids"` (JSON list).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
+use crate::safetensors::{self as st, Dtype, HostTensor, SafetensorsFile};
 use crate::{EdaError, Result, TokenId};
 
 /// Shard format tag stored in the safetensors metadata.
@@ -106,57 +105,52 @@ pub enum FeatureDType {
     BF16,
 }
 
-/// Serialises samples into shard bytes.
-pub fn shard_to_bytes(samples: &[FeatureSample], dtype: FeatureDType) -> Result<Vec<u8>> {
+/// The tensors and metadata of a shard holding `samples`.
+fn shard_tensors(samples: &[FeatureSample], dtype: FeatureDType) -> Result<(Vec<HostTensor>, BTreeMap<String, String>)> {
     let first = samples.first().ok_or_else(|| EdaError::EmptyDataset("cannot write an empty shard".into()))?;
     let h = first.hidden_size;
-    let mut ids: Vec<u8> = Vec::new();
+    let hd = match dtype {
+        FeatureDType::F32 => Dtype::F32,
+        FeatureDType::BF16 => Dtype::BF16,
+    };
+    let mut ids: Vec<u32> = Vec::new();
     let mut mask: Vec<u8> = Vec::new();
     let mut hidden: Vec<u8> = Vec::new();
-    let mut offsets: Vec<u8> = Vec::new();
-    let mut total = 0u64;
-    offsets.extend_from_slice(&0u64.to_le_bytes());
+    let mut offsets: Vec<u64> = vec![0];
     for s in samples {
         s.validate()?;
         if s.hidden_size != h {
             return Err(EdaError::mismatch(format!("hidden size of sample `{}`", s.id), h, s.hidden_size));
         }
-        for t in &s.input_ids {
-            ids.extend_from_slice(&t.to_le_bytes());
-        }
+        ids.extend_from_slice(&s.input_ids);
         mask.extend_from_slice(&s.loss_mask);
-        match dtype {
-            FeatureDType::F32 => s.hidden.iter().for_each(|v| hidden.extend_from_slice(&v.to_le_bytes())),
-            FeatureDType::BF16 => s.hidden.iter().for_each(|v| hidden.extend_from_slice(&half::bf16::from_f32(*v).to_le_bytes())),
-        }
-        total += s.len() as u64;
-        offsets.extend_from_slice(&total.to_le_bytes());
+        // Encoded per sample so a BF16 shard never holds a second f32 copy of all features.
+        hidden.extend(st::encode_f32(&s.hidden, hd)?);
+        offsets.push(offsets[offsets.len() - 1] + s.len() as u64);
     }
-    let t = total as usize;
-    let hd = match dtype {
-        FeatureDType::F32 => Dtype::F32,
-        FeatureDType::BF16 => Dtype::BF16,
-    };
-    let st = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: "<shard>".into(), message: e.to_string() };
-    let views = vec![
-        ("input_ids", TensorView::new(Dtype::U32, vec![t], &ids).map_err(st)?),
-        ("hidden_states", TensorView::new(hd, vec![t, h], &hidden).map_err(st)?),
-        ("loss_mask", TensorView::new(Dtype::U8, vec![t], &mask).map_err(st)?),
-        ("sample_offsets", TensorView::new(Dtype::U64, vec![samples.len() + 1], &offsets).map_err(st)?),
+    let t = ids.len();
+    let tensors = vec![
+        HostTensor::from_values("input_ids", vec![t], &ids),
+        HostTensor::new("hidden_states", hd, vec![t, h], hidden),
+        HostTensor::from_values("loss_mask", vec![t], &mask),
+        HostTensor::from_values("sample_offsets", vec![samples.len() + 1], &offsets),
     ];
     let ids_json =
         serde_json::to_string(&samples.iter().map(|s| s.id.as_str()).collect::<Vec<_>>()).map_err(|e| EdaError::json("<shard>", e))?;
-    let meta = HashMap::from([("format".to_string(), SHARD_FORMAT.to_string()), ("sample_ids".to_string(), ids_json)]);
-    safetensors::serialize(views, Some(meta)).map_err(st)
+    let meta = BTreeMap::from([("format".to_string(), SHARD_FORMAT.to_string()), ("sample_ids".to_string(), ids_json)]);
+    Ok((tensors, meta))
+}
+
+/// Serialises samples into shard bytes.
+pub fn shard_to_bytes(samples: &[FeatureSample], dtype: FeatureDType) -> Result<Vec<u8>> {
+    let (tensors, meta) = shard_tensors(samples, dtype)?;
+    st::serialize(&tensors, &meta, Path::new("<shard>"))
 }
 
 /// Atomically writes samples as one shard file.
 pub fn write_shard(path: &Path, samples: &[FeatureSample], dtype: FeatureDType) -> Result<()> {
-    let bytes = shard_to_bytes(samples, dtype).map_err(|e| match e {
-        EdaError::Safetensors { message, .. } => EdaError::Safetensors { path: path.into(), message },
-        other => other,
-    })?;
-    crate::io::atomic_write(path, &bytes)
+    let (tensors, meta) = shard_tensors(samples, dtype)?;
+    st::write(path, &tensors, &meta)
 }
 
 /// Reads every sample of a shard file, validating shapes, offsets and finiteness.
@@ -168,55 +162,44 @@ pub fn read_shard(path: &Path) -> Result<Vec<FeatureSample>> {
 /// Parses shard bytes; `path` is used in error messages.
 pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>> {
     let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
-    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let info = meta.metadata().clone().unwrap_or_default();
+    let file = SafetensorsFile::parse(bytes, path)?;
+    let info = file.metadata();
     if info.get("format").map(String::as_str) != Some(SHARD_FORMAT) {
         return Err(corrupt(format!("not an eda feature shard (metadata format must be `{SHARD_FORMAT}`)")));
     }
-    let get = |name: &str| st.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: path.into() });
-    let ids_t = get("input_ids")?;
-    let hid_t = get("hidden_states")?;
-    let mask_t = get("loss_mask")?;
-    let off_t = get("sample_offsets")?;
+    let ids_t = file.tensor("input_ids")?;
+    let hid_t = file.tensor("hidden_states")?;
+    let mask_t = file.tensor("loss_mask")?;
+    let off_t = file.tensor("sample_offsets")?;
     let expect = |name: &str, got: Dtype, want: Dtype| -> Result<()> {
         if got != want {
             return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{got:?} (expected {want:?})") });
         }
         Ok(())
     };
-    expect("input_ids", ids_t.dtype(), Dtype::U32)?;
-    expect("loss_mask", mask_t.dtype(), Dtype::U8)?;
-    expect("sample_offsets", off_t.dtype(), Dtype::U64)?;
+    expect("input_ids", ids_t.dtype, Dtype::U32)?;
+    expect("loss_mask", mask_t.dtype, Dtype::U8)?;
+    expect("sample_offsets", off_t.dtype, Dtype::U64)?;
     // Shapes come from an untrusted header: check ranks before indexing them.
-    if ids_t.shape().len() != 1 {
-        return Err(EdaError::ShapeMismatch { name: "input_ids".into(), expected: vec![0], actual: ids_t.shape().to_vec() });
+    if ids_t.shape.len() != 1 {
+        return Err(EdaError::ShapeMismatch { name: "input_ids".into(), expected: vec![0], actual: ids_t.shape.to_vec() });
     }
-    if hid_t.shape().len() != 2 {
+    if hid_t.shape.len() != 2 {
         return Err(EdaError::ShapeMismatch {
             name: "hidden_states".into(),
-            expected: vec![ids_t.shape()[0], 0],
-            actual: hid_t.shape().to_vec(),
+            expected: vec![ids_t.shape[0], 0],
+            actual: hid_t.shape.to_vec(),
         });
     }
-    let t = ids_t.shape()[0];
-    let h = hid_t.shape()[1];
-    if hid_t.shape()[0] != t || mask_t.shape() != [t] {
-        return Err(EdaError::ShapeMismatch {
-            name: "hidden_states/loss_mask".into(),
-            expected: vec![t, h],
-            actual: hid_t.shape().to_vec(),
-        });
+    let t = ids_t.shape[0];
+    let h = hid_t.shape[1];
+    if hid_t.shape[0] != t || mask_t.shape != [t] {
+        return Err(EdaError::ShapeMismatch { name: "hidden_states/loss_mask".into(), expected: vec![t, h], actual: hid_t.shape.to_vec() });
     }
-    let ids: Vec<u32> = ids_t.data().chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
-    let offsets: Vec<usize> = off_t.data().chunks_exact(8).map(|c| u64::from_le_bytes(c.try_into().unwrap()) as usize).collect();
-    let hidden: Vec<f32> = match hid_t.dtype() {
-        Dtype::F32 => hid_t.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-        Dtype::BF16 => hid_t.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F16 => hid_t.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        other => return Err(EdaError::UnsupportedDType { name: "hidden_states".into(), dtype: format!("{other:?}") }),
-    };
-    let mask = mask_t.data().to_vec();
+    let ids: Vec<u32> = ids_t.to_vec()?;
+    let offsets: Vec<usize> = off_t.to_vec::<u64>()?.into_iter().map(|o| o as usize).collect();
+    let hidden: Vec<f32> = hid_t.to_vec()?;
+    let mask: Vec<u8> = mask_t.to_vec()?;
     let sample_ids: Vec<String> = match info.get("sample_ids") {
         Some(j) => serde_json::from_str(j).map_err(|e| corrupt(format!("bad sample_ids metadata: {e}")))?,
         None => (0..offsets.len().saturating_sub(1)).map(|i| i.to_string()).collect(),

@@ -75,8 +75,13 @@ pub enum EdaError {
         dtype: String,
     },
     /// `config.json` names a `model_type` eda does not implement.
-    #[error("unsupported model_type `{0}` (supported: qwen2, llama)")]
-    UnknownModelType(String),
+    #[error("unsupported model_type `{model_type}` in {path} (supported: qwen2, llama)")]
+    UnknownModelType {
+        /// The `config.json` involved.
+        path: PathBuf,
+        /// The `model_type` found.
+        model_type: String,
+    },
     /// A configuration value is invalid or inconsistent.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -39,6 +39,7 @@ pub mod generate;
 pub mod io;
 pub mod mask;
 pub mod metrics;
+pub mod safetensors;
 pub mod sampling;
 pub mod shard_files;
 pub mod traits;

@@ -12,7 +12,7 @@
 //!    no adaptation, full retraining, adaptation on original data, adaptation on all
 //!    regenerated data, random selection at equal budget;
 //! 5. one table (`results.json`, `results.md`) and a τ plot (`tau.svg`, `tau.png`)
-//!    ([`report`]).
+//!    ([`report`], rendering the [`results`] the pipeline produces).
 //!
 //! Every stage writes under one output folder and is skipped when its artefact exists.
 //! [`DemoConfig::external`] runs the same pipeline on real HF checkpoints, and [`real::run_real`]
@@ -30,12 +30,13 @@ pub mod lm;
 pub mod pipeline;
 pub mod real;
 pub mod report;
+pub mod results;
 pub mod tok;
 
 pub use config::{DemoConfig, ExternalModels, Scale};
-pub use pipeline::{run_demo, StageLog, METHODS};
+pub use pipeline::{run_demo, METHODS};
 pub use real::{fetch_smollm2, run_real, RealConfig, RealResults, RealRow};
-pub use report::{DemoResults, MethodResult};
+pub use results::{DemoResults, MethodResult, StageLog};
 
 /// A progress bar for `len` steps labelled `label`; hidden when `show` is false or stderr is
 /// not a terminal.

@@ -37,7 +37,8 @@ use tokenizers::Tokenizer;
 use crate::config::{DemoConfig, Scale};
 use crate::corpora::{split, Domain};
 use crate::lm::{save_target, target_exists, token_stream, train_lm};
-use crate::report::{DemoResults, MethodResult, RESULTS_FORMAT};
+pub use crate::results::StageLog;
+use crate::results::{DemoResults, MethodResult, RESULTS_FORMAT};
 use crate::tok;
 
 /// The comparison methods, in table order.
@@ -59,28 +60,6 @@ struct Models {
     general_train: Vec<PromptRecord>,
     general_eval: Vec<PromptRecord>,
     targets: Vec<TargetJob>,
-}
-
-/// Records which stages ran and which were skipped because their artefact existed.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
-pub struct StageLog {
-    /// Stages computed in this invocation.
-    pub ran: Vec<String>,
-    /// Stages skipped (artefact present).
-    pub skipped: Vec<String>,
-}
-
-impl StageLog {
-    fn record(&mut self, name: impl Into<String>, ran: bool) {
-        let name = name.into();
-        if ran {
-            tracing::info!(stage = %name, "stage done");
-            self.ran.push(name);
-        } else {
-            tracing::info!(stage = %name, "stage skipped (artefact exists)");
-            self.skipped.push(name);
-        }
-    }
 }
 
 fn prompt_len(tok: &Tokenizer, r: &PromptRecord) -> Result<usize> {

@@ -23,18 +23,18 @@
 //! `layers.0.mlp.{gate,up,down}_proj.weight` and also stores `embed_tokens.weight`; it has no
 //! reduced vocabulary, so `d2t` is not exported there.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
-use eda_core::io::{atomic_write, read_json, write_json};
+use eda_core::io::{read_json, write_json};
+use eda_core::safetensors::{Element, HostTensor};
 use eda_core::{EdaError, Result};
 use eda_models::layers::{linear_from_hf, linear_to_hf, Attention, Mlp, RmsNorm, RotaryEmbedding};
+use eda_models::WeightSource;
 
 use crate::config::EdaDraftConfig;
 use crate::init;
@@ -51,27 +51,13 @@ const MOE: &str = "layers.0.block_sparse_moe";
 /// Key of the reduced-vocabulary mapping in `model.safetensors`.
 pub const D2T_KEY: &str = "d2t";
 
-/// A named host tensor (`[out, in]` layout for weights) ready to be written.
-struct HostTensor {
-    name: String,
-    shape: Vec<usize>,
-    dtype: Dtype,
-    bytes: Vec<u8>,
-}
-
 fn host<const D: usize>(name: impl Into<String>, t: Tensor<D>) -> Result<HostTensor> {
     let shape = t.dims().to_vec();
-    let data = eda_core::backend::to_vec_f32(t)?;
-    Ok(HostTensor { name: name.into(), shape, dtype: Dtype::F32, bytes: data.iter().flat_map(|v| v.to_le_bytes()).collect() })
+    Ok(HostTensor::from_values(name, shape, &eda_core::backend::to_vec_f32(t)?))
 }
 
 fn host_ids(name: &str, ids: &[eda_core::TokenId]) -> HostTensor {
-    HostTensor {
-        name: name.into(),
-        shape: vec![ids.len()],
-        dtype: Dtype::I64,
-        bytes: ids.iter().flat_map(|&t| (t as i64).to_le_bytes()).collect(),
-    }
+    HostTensor::from_values(name, vec![ids.len()], &ids.iter().map(|&t| t as i64).collect::<Vec<_>>())
 }
 
 fn host_linear(prefix: &str, l: &Linear, out: &mut Vec<HostTensor>) -> Result<()> {
@@ -98,49 +84,28 @@ fn host_mlp(prefix: &str, e: &Mlp, out: &mut Vec<HostTensor>) -> Result<()> {
 }
 
 fn write_safetensors(path: &Path, tensors: &[HostTensor]) -> Result<()> {
-    let mut views = Vec::with_capacity(tensors.len());
-    for t in tensors {
-        let view = TensorView::new(t.dtype, t.shape.clone(), &t.bytes)
-            .map_err(|e| EdaError::Safetensors { path: path.to_path_buf(), message: format!("tensor `{}`: {e}", t.name) })?;
-        views.push((t.name.clone(), view));
-    }
-    let meta = HashMap::from([("format".to_string(), "pt".to_string())]);
-    let out = safetensors::serialize(views, Some(meta))
-        .map_err(|e| EdaError::Safetensors { path: path.to_path_buf(), message: e.to_string() })?;
-    atomic_write(path, &out)
+    eda_core::safetensors::write(path, tensors, &BTreeMap::from([("format".to_string(), "pt".to_string())]))
 }
 
-/// A loaded `model.safetensors`, read tensor by tensor with typed errors.
+/// The weights of a draft checkpoint, read through the targets' [`WeightSource`] plus the
+/// draft's own checks (finite values, the `d2t` mapping).
 struct Store {
+    /// The weights file, named in errors.
     path: PathBuf,
-    bytes: Vec<u8>,
+    src: WeightSource,
 }
 
 impl Store {
-    fn open(path: PathBuf) -> Result<Self> {
-        let bytes = std::fs::read(&path).map_err(|e| EdaError::io(&path, e))?;
-        SafeTensors::deserialize(&bytes).map_err(|e| EdaError::Safetensors { path: path.clone(), message: e.to_string() })?;
-        Ok(Store { path, bytes })
+    fn open(dir: &Path) -> Result<Self> {
+        Ok(Store { path: dir.join(WEIGHTS_FILE), src: WeightSource::open(dir)? })
     }
 
     fn contains(&self, name: &str) -> bool {
-        SafeTensors::deserialize(&self.bytes).map(|s| s.tensor(name).is_ok()).unwrap_or(false)
+        self.src.contains(name)
     }
 
     fn get<const D: usize>(&self, name: &str, expected: [usize; D], device: &Device) -> Result<Tensor<D>> {
-        let st =
-            SafeTensors::deserialize(&self.bytes).map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
-        let view = st.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: self.path.clone() })?;
-        if view.shape() != expected.as_slice() {
-            return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: view.shape().to_vec() });
-        }
-        let raw = view.data();
-        let data: Vec<f32> = match view.dtype() {
-            Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
-            Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{other:?}") }),
-        };
+        let data = self.src.read_f32(name, &expected)?;
         // A NaN/Inf weight makes every draft logit NaN: nothing is ever proposed and τ reads a
         // plausible 1.00, so corrupt weights are refused here instead of surfacing as "no gain".
         if let Some(i) = data.iter().position(|v| !v.is_finite()) {
@@ -152,27 +117,21 @@ impl Store {
     /// The reduced-vocabulary mapping `d2t` (`[k]`, I64 or I32), checked against
     /// `vocab_size`; errors name this file.
     fn vocab_map(&self, k: usize, vocab_size: usize) -> Result<Vec<eda_core::TokenId>> {
-        let st =
-            SafeTensors::deserialize(&self.bytes).map_err(|e| EdaError::Safetensors { path: self.path.clone(), message: e.to_string() })?;
-        let view = st.tensor(D2T_KEY).map_err(|_| EdaError::MissingTensor { name: D2T_KEY.into(), file: self.path.clone() })?;
-        if view.shape() != [k] {
+        let view = self.src.tensor(D2T_KEY)?;
+        if view.shape != [k] {
             return Err(EdaError::ShapeMismatch {
                 name: format!("{D2T_KEY} in {} (draft_vocab_size {k})", self.path.display()),
                 expected: vec![k],
-                actual: view.shape().to_vec(),
+                actual: view.shape.to_vec(),
             });
         }
-        let raw = view.data();
-        let ids: Vec<i64> = match view.dtype() {
-            Dtype::I64 => raw.chunks_exact(8).map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]])).collect(),
-            Dtype::I32 => raw.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64).collect(),
-            other => {
-                return Err(EdaError::UnsupportedDType {
-                    name: format!("{D2T_KEY} in {} (needs I64 or I32)", self.path.display()),
-                    dtype: format!("{other:?}"),
-                })
-            }
-        };
+        if !<i64 as Element>::accepts(view.dtype) {
+            return Err(EdaError::UnsupportedDType {
+                name: format!("{D2T_KEY} in {} (needs I64 or I32)", self.path.display()),
+                dtype: format!("{:?}", view.dtype),
+            });
+        }
+        let ids: Vec<i64> = view.to_vec()?;
         let malformed = |record: usize, message: String| EdaError::MalformedData { path: self.path.clone(), record, message };
         let mut out = Vec::with_capacity(k);
         for (i, &t) in ids.iter().enumerate() {
@@ -422,7 +381,7 @@ impl EdaDraft {
         let draft_vocab_size = cfg.draft_vocab_size.take();
         check_matrix("embedding", &embedding, &cfg)?;
         check_matrix("LM head", &lm_head, &cfg)?;
-        let store = Store::open(dir.join(WEIGHTS_FILE))?;
+        let store = Store::open(dir)?;
         let h = cfg.hidden_size;
         let fc = store.linear("fc", 2 * h, h, true, device)?;
         let attn = store.attention(&cfg, device)?;
@@ -585,7 +544,7 @@ impl EdaDraft {
         cfg.validate()?;
         check_matrix("embedding", &embedding, &cfg)?;
         check_matrix("LM head", &lm_head, &cfg)?;
-        let store = Store::open(dir.join(WEIGHTS_FILE))?;
+        let store = Store::open(dir)?;
         let h = cfg.hidden_size;
         let fc = if ec.bias || store.contains("fc.bias") {
             store.linear("fc", 2 * h, h, true, device)?

@@ -2,7 +2,8 @@
 
 use std::path::Path;
 
-use serde_json::{json, Map, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use eda_core::{EdaError, Result, TokenId};
 
@@ -82,8 +83,8 @@ impl RopeScaling {
 /// ```
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
-    /// `"qwen2"` or `"llama"`.
-    pub model_type: String,
+    /// The architecture (`model_type`).
+    pub model_type: Architecture,
     /// Model width.
     pub hidden_size: usize,
     /// MLP inner width.
@@ -118,41 +119,209 @@ pub struct ModelConfig {
     pub torch_dtype: Option<String>,
 }
 
-fn get_usize(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<usize>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .map(|x| Some(x as usize))
-            .ok_or_else(|| EdaError::json(path, format!("field `{key}` must be a non-negative integer, got {v}"))),
+/// The decoder families eda implements, by their HF `model_type`.
+///
+/// ```
+/// use eda_models::config::Architecture;
+/// assert_eq!("qwen2".parse::<Architecture>().unwrap(), Architecture::Qwen2);
+/// assert_eq!(Architecture::Llama.to_string(), "llama");
+/// assert!("gpt2".parse::<Architecture>().is_err());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Architecture {
+    /// Qwen2 / Qwen2.5 (`model_type: "qwen2"`): q/k/v projections always carry a bias.
+    Qwen2,
+    /// Llama 2/3 (`model_type: "llama"`): q/k/v bias only with `attention_bias: true`.
+    Llama,
+}
+
+impl Architecture {
+    /// Every supported architecture.
+    pub const ALL: [Architecture; 2] = [Architecture::Qwen2, Architecture::Llama];
+
+    /// The HF `model_type` (also the GGUF `general.architecture`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "qwen2",
+            Architecture::Llama => "llama",
+        }
+    }
+
+    /// The HF class name written to `architectures`.
+    pub fn hf_class(self) -> &'static str {
+        match self {
+            Architecture::Qwen2 => "Qwen2ForCausalLM",
+            Architecture::Llama => "LlamaForCausalLM",
+        }
     }
 }
 
-fn need_usize(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<usize> {
-    get_usize(obj, key, path)?.ok_or_else(|| EdaError::json(path, format!("missing required field `{key}`")))
-}
-
-fn get_f64(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<f64>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_f64().map(Some).ok_or_else(|| EdaError::json(path, format!("field `{key}` must be a number, got {v}"))),
+impl std::fmt::Display for Architecture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
-fn get_bool(obj: &Map<String, Value>, key: &str, path: &Path) -> Result<Option<bool>> {
-    match obj.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(v) => v.as_bool().map(Some).ok_or_else(|| EdaError::json(path, format!("field `{key}` must be a boolean, got {v}"))),
+impl std::str::FromStr for Architecture {
+    type Err = EdaError;
+
+    /// Errors with [`EdaError::InvalidArgument`]; `config.json` parsing reports
+    /// [`EdaError::UnknownModelType`] with the file instead.
+    fn from_str(s: &str) -> Result<Self> {
+        Architecture::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| EdaError::InvalidArgument(format!("unknown architecture `{s}` (supported: qwen2, llama)")))
     }
 }
 
-fn token_ids(v: Option<&Value>, key: &str, path: &Path) -> Result<Vec<TokenId>> {
-    let bad = || EdaError::json(path, format!("field `{key}` must be a token id or a list of token ids"));
-    match v {
-        None | Some(Value::Null) => Ok(vec![]),
-        Some(Value::Number(n)) => Ok(vec![n.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)?]),
-        Some(Value::Array(a)) => a.iter().map(|x| x.as_u64().and_then(|x| u32::try_from(x).ok()).ok_or_else(bad)).collect(),
-        Some(_) => Err(bad()),
+impl PartialEq<&str> for Architecture {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+/// HF defaults of the optional `config.json` fields whose default does not depend on other
+/// fields, and deserializers that read an explicit `null` as that default (HF writes `null` for
+/// unset fields).
+macro_rules! hf_defaults {
+    ($($name:ident: $t:ty = $v:expr;)*) => {
+        mod hf_default {
+            $(pub(super) fn $name() -> $t { $v })*
+        }
+        mod null_as_default {
+            use serde::{Deserialize, Deserializer};
+            $(pub(super) fn $name<'de, D: Deserializer<'de>>(d: D) -> Result<$t, D::Error> {
+                Ok(Option::<$t>::deserialize(d)?.unwrap_or_else(super::hf_default::$name))
+            })*
+        }
+    };
+}
+
+hf_defaults! {
+    rms_norm_eps: f64 = 1e-6;
+    max_position_embeddings: usize = 2048;
+    flag: bool = false;
+    low_freq_factor: f64 = 1.0;
+    high_freq_factor: f64 = 4.0;
+    original_max_position_embeddings: usize = 8192;
+}
+
+/// Only `model_type`, read first so that an unsupported architecture is reported as such rather
+/// than as a missing field of the config it does not have.
+#[derive(Deserialize)]
+struct ModelTypeField {
+    model_type: String,
+}
+
+/// `config.json` as HF writes it (the fields eda reads; others are ignored). Defaults that depend
+/// on other fields (`num_key_value_heads`, `head_dim`, `rope_theta`) are applied in
+/// [`ModelConfig::from_json_str`].
+#[derive(Deserialize)]
+struct HfConfig {
+    // Required fields, in the order a missing one is reported.
+    hidden_size: usize,
+    num_attention_heads: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    vocab_size: usize,
+    #[serde(default)]
+    num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default = "hf_default::rms_norm_eps", deserialize_with = "null_as_default::rms_norm_eps")]
+    rms_norm_eps: f64,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    /// transformers < 5.
+    #[serde(default)]
+    rope_scaling: Option<HfRope>,
+    /// transformers >= 5 (holds `rope_theta` too).
+    #[serde(default)]
+    rope_parameters: Option<HfRope>,
+    #[serde(default = "hf_default::max_position_embeddings", deserialize_with = "null_as_default::max_position_embeddings")]
+    max_position_embeddings: usize,
+    #[serde(default = "hf_default::flag", deserialize_with = "null_as_default::flag")]
+    tie_word_embeddings: bool,
+    /// Llama only; Qwen2 always has q/k/v bias.
+    #[serde(default = "hf_default::flag", deserialize_with = "null_as_default::flag")]
+    attention_bias: bool,
+    #[serde(default = "hf_default::flag", deserialize_with = "null_as_default::flag")]
+    mlp_bias: bool,
+    #[serde(default = "hf_default::flag", deserialize_with = "null_as_default::flag")]
+    use_sliding_window: bool,
+    #[serde(default)]
+    hidden_act: Option<String>,
+    #[serde(default, deserialize_with = "token_ids")]
+    eos_token_id: Vec<TokenId>,
+    #[serde(default, deserialize_with = "token_ids")]
+    bos_token_id: Vec<TokenId>,
+    #[serde(default)]
+    torch_dtype: Option<String>,
+    /// transformers >= 5 name of `torch_dtype`.
+    #[serde(default)]
+    dtype: Option<String>,
+}
+
+/// `rope_scaling` / `rope_parameters`.
+#[derive(Deserialize)]
+struct HfRope {
+    #[serde(default)]
+    rope_type: Option<String>,
+    /// Older spelling of `rope_type`.
+    #[serde(default, rename = "type")]
+    legacy_type: Option<String>,
+    #[serde(default)]
+    factor: Option<f64>,
+    #[serde(default = "hf_default::low_freq_factor", deserialize_with = "null_as_default::low_freq_factor")]
+    low_freq_factor: f64,
+    #[serde(default = "hf_default::high_freq_factor", deserialize_with = "null_as_default::high_freq_factor")]
+    high_freq_factor: f64,
+    #[serde(
+        default = "hf_default::original_max_position_embeddings",
+        deserialize_with = "null_as_default::original_max_position_embeddings"
+    )]
+    original_max_position_embeddings: usize,
+    #[serde(default)]
+    rope_theta: Option<f64>,
+}
+
+impl HfRope {
+    fn scaling(&self, path: &Path) -> Result<Option<RopeScaling>> {
+        let factor = || self.factor.ok_or_else(|| EdaError::json(path, "rope scaling needs `factor`"));
+        Ok(match self.rope_type.as_deref().or(self.legacy_type.as_deref()).unwrap_or("default") {
+            "default" => None,
+            "linear" => Some(RopeScaling::Linear { factor: factor()? }),
+            "llama3" => Some(RopeScaling::Llama3 {
+                factor: factor()?,
+                low_freq_factor: self.low_freq_factor,
+                high_freq_factor: self.high_freq_factor,
+                original_max_position_embeddings: self.original_max_position_embeddings,
+            }),
+            other => {
+                return Err(EdaError::InvalidConfig(format!(
+                    "{}: rope scaling type `{other}` is not supported (default, linear, llama3)",
+                    path.display()
+                )))
+            }
+        })
+    }
+}
+
+/// `eos_token_id` / `bos_token_id`: absent, `null`, one id or a list of ids.
+fn token_ids<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<TokenId>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Ids {
+        One(TokenId),
+        Many(Vec<TokenId>),
+    }
+    match Option::<Ids>::deserialize(d) {
+        Ok(None) => Ok(Vec::new()),
+        Ok(Some(Ids::One(t))) => Ok(vec![t]),
+        Ok(Some(Ids::Many(v))) => Ok(v),
+        Err(_) => Err(serde::de::Error::custom("a token id field must be a token id or a list of token ids")),
     }
 }
 
@@ -169,7 +338,7 @@ impl ModelConfig {
         max_position_embeddings: usize,
     ) -> Self {
         ModelConfig {
-            model_type: "qwen2".into(),
+            model_type: Architecture::Qwen2,
             hidden_size,
             intermediate_size,
             num_hidden_layers,
@@ -200,7 +369,7 @@ impl ModelConfig {
         max_position_embeddings: usize,
     ) -> Self {
         ModelConfig {
-            model_type: "llama".into(),
+            model_type: Architecture::Llama,
             rope_theta: 10_000.0,
             tie_word_embeddings: true,
             attention_bias: false,
@@ -223,91 +392,52 @@ impl ModelConfig {
     }
 
     /// Parses and validates a `config.json` document; `path` is used in error messages.
+    ///
+    /// Errors: [`EdaError::Json`] (malformed document, missing or mistyped field),
+    /// [`EdaError::UnknownModelType`] naming `path` and the value, [`EdaError::InvalidConfig`].
     pub fn from_json_str(text: &str, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let v: Value = serde_json::from_str(text).map_err(|e| EdaError::json(path, e))?;
-        let obj = v.as_object().ok_or_else(|| EdaError::json(path, "top level must be an object"))?;
-        let model_type = obj
-            .get("model_type")
-            .and_then(Value::as_str)
-            .ok_or_else(|| EdaError::json(path, "missing string field `model_type`"))?
-            .to_string();
-        let attention_bias = match model_type.as_str() {
-            "qwen2" => true,
-            "llama" => get_bool(obj, "attention_bias", path)?.unwrap_or(false),
-            other => return Err(EdaError::UnknownModelType(other.to_string())),
-        };
-        if get_bool(obj, "mlp_bias", path)?.unwrap_or(false) {
+        let tag: ModelTypeField = serde_json::from_str(text).map_err(|e| EdaError::json(path, e))?;
+        let model_type: Architecture = tag
+            .model_type
+            .parse()
+            .map_err(|_| EdaError::UnknownModelType { path: path.to_path_buf(), model_type: tag.model_type.clone() })?;
+        let raw: HfConfig = serde_json::from_str(text).map_err(|e| EdaError::json(path, e))?;
+        if raw.mlp_bias {
             return Err(EdaError::InvalidConfig(format!("{}: `mlp_bias: true` is not supported", path.display())));
         }
-        if let Some(act) = obj.get("hidden_act").and_then(Value::as_str) {
-            if act != "silu" {
-                return Err(EdaError::InvalidConfig(format!("{}: hidden_act `{act}` is not supported (silu only)", path.display())));
-            }
+        if let Some(act) = raw.hidden_act.as_deref().filter(|&a| a != "silu") {
+            return Err(EdaError::InvalidConfig(format!("{}: hidden_act `{act}` is not supported (silu only)", path.display())));
         }
-        if get_bool(obj, "use_sliding_window", path)?.unwrap_or(false) {
+        if raw.use_sliding_window {
             tracing::warn!("{}: use_sliding_window is set; eda uses full attention", path.display());
         }
-        let hidden_size = need_usize(obj, "hidden_size", path)?;
-        let num_attention_heads = need_usize(obj, "num_attention_heads", path)?;
-        let num_key_value_heads = get_usize(obj, "num_key_value_heads", path)?.unwrap_or(num_attention_heads);
-        if num_attention_heads == 0 {
+        if raw.num_attention_heads == 0 {
             return Err(EdaError::InvalidConfig(format!("{}: num_attention_heads must be > 0", path.display())));
         }
-        let head_dim = get_usize(obj, "head_dim", path)?.unwrap_or(hidden_size / num_attention_heads);
-
-        // transformers >= 5 writes `rope_parameters`; older versions `rope_theta` + `rope_scaling`.
-        let rope_params = obj.get("rope_parameters").and_then(Value::as_object);
-        let rope_theta = get_f64(obj, "rope_theta", path)?
-            .or(rope_params.map(|p| get_f64(p, "rope_theta", path)).transpose()?.flatten())
-            .unwrap_or(10_000.0);
-        let scaling_obj = match obj.get("rope_scaling") {
-            Some(Value::Object(m)) => Some(m),
-            Some(Value::Null) | None => rope_params,
-            Some(other) => return Err(EdaError::json(path, format!("`rope_scaling` must be an object or null, got {other}"))),
-        };
-        let rope_scaling = match scaling_obj {
-            None => None,
-            Some(m) => {
-                let kind = m.get("rope_type").or(m.get("type")).and_then(Value::as_str).unwrap_or("default");
-                let factor = || get_f64(m, "factor", path)?.ok_or_else(|| EdaError::json(path, "rope scaling needs `factor`"));
-                match kind {
-                    "default" => None,
-                    "linear" => Some(RopeScaling::Linear { factor: factor()? }),
-                    "llama3" => Some(RopeScaling::Llama3 {
-                        factor: factor()?,
-                        low_freq_factor: get_f64(m, "low_freq_factor", path)?.unwrap_or(1.0),
-                        high_freq_factor: get_f64(m, "high_freq_factor", path)?.unwrap_or(4.0),
-                        original_max_position_embeddings: get_usize(m, "original_max_position_embeddings", path)?.unwrap_or(8192),
-                    }),
-                    other => {
-                        return Err(EdaError::InvalidConfig(format!(
-                            "{}: rope scaling type `{other}` is not supported (default, linear, llama3)",
-                            path.display()
-                        )))
-                    }
-                }
-            }
-        };
-        let bos = token_ids(obj.get("bos_token_id"), "bos_token_id", path)?;
+        // `rope_scaling` (transformers < 5) is read before `rope_parameters` (>= 5).
+        let rope = raw.rope_scaling.as_ref().or(raw.rope_parameters.as_ref());
         let cfg = ModelConfig {
-            hidden_size,
-            intermediate_size: need_usize(obj, "intermediate_size", path)?,
-            num_hidden_layers: need_usize(obj, "num_hidden_layers", path)?,
-            num_attention_heads,
-            num_key_value_heads,
-            head_dim,
-            rms_norm_eps: get_f64(obj, "rms_norm_eps", path)?.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
-            max_position_embeddings: get_usize(obj, "max_position_embeddings", path)?.unwrap_or(2048),
-            vocab_size: need_usize(obj, "vocab_size", path)?,
-            tie_word_embeddings: get_bool(obj, "tie_word_embeddings", path)?.unwrap_or(false),
-            attention_bias,
-            eos_token_ids: token_ids(obj.get("eos_token_id"), "eos_token_id", path)?,
-            bos_token_id: bos.first().copied(),
-            torch_dtype: obj.get("torch_dtype").or(obj.get("dtype")).and_then(Value::as_str).map(str::to_string),
             model_type,
+            hidden_size: raw.hidden_size,
+            intermediate_size: raw.intermediate_size,
+            num_hidden_layers: raw.num_hidden_layers,
+            num_attention_heads: raw.num_attention_heads,
+            num_key_value_heads: raw.num_key_value_heads.unwrap_or(raw.num_attention_heads),
+            head_dim: raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads),
+            rms_norm_eps: raw.rms_norm_eps,
+            rope_theta: raw.rope_theta.or(raw.rope_parameters.as_ref().and_then(|p| p.rope_theta)).unwrap_or(10_000.0),
+            rope_scaling: rope.map(|r| r.scaling(path)).transpose()?.flatten(),
+            max_position_embeddings: raw.max_position_embeddings,
+            vocab_size: raw.vocab_size,
+            tie_word_embeddings: raw.tie_word_embeddings,
+            attention_bias: match model_type {
+                Architecture::Qwen2 => true,
+                Architecture::Llama => raw.attention_bias,
+            },
+            eos_token_ids: raw.eos_token_id,
+            bos_token_id: raw.bos_token_id.first().copied(),
+            torch_dtype: raw.torch_dtype.or(raw.dtype),
         };
         cfg.validate().map_err(|e| match e {
             EdaError::InvalidConfig(m) => EdaError::InvalidConfig(format!("{}: {m}", path.display())),
@@ -319,9 +449,6 @@ impl ModelConfig {
     /// Checks internal consistency (non-zero sizes, divisible heads, even head_dim).
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(EdaError::InvalidConfig(m));
-        if self.model_type != "qwen2" && self.model_type != "llama" {
-            return Err(EdaError::UnknownModelType(self.model_type.clone()));
-        }
         for (name, v) in [
             ("hidden_size", self.hidden_size),
             ("intermediate_size", self.intermediate_size),
@@ -379,11 +506,7 @@ impl ModelConfig {
 
     /// HF architecture name written to `architectures`.
     pub fn architecture(&self) -> &'static str {
-        if self.model_type == "qwen2" {
-            "Qwen2ForCausalLM"
-        } else {
-            "LlamaForCausalLM"
-        }
+        self.model_type.hf_class()
     }
 
     /// The configuration as an HF `config.json` value (loadable by `transformers`).
@@ -399,7 +522,7 @@ impl ModelConfig {
         };
         let mut v = json!({
             "architectures": [self.architecture()],
-            "model_type": self.model_type,
+            "model_type": self.model_type.as_str(),
             "hidden_act": "silu",
             "hidden_size": self.hidden_size,
             "intermediate_size": self.intermediate_size,
@@ -421,7 +544,7 @@ impl ModelConfig {
             "initializer_range": crate::layers::INIT_STD,
             "use_cache": true,
         });
-        if self.model_type == "llama" {
+        if self.model_type == Architecture::Llama {
             v["attention_bias"] = json!(self.attention_bias);
             v["mlp_bias"] = json!(false);
         } else {
@@ -473,7 +596,7 @@ mod tests {
     #[test]
     fn rejects_bad_configs() {
         let e = ModelConfig::from_json_str(r#"{"model_type":"gpt2"}"#, "c.json").unwrap_err();
-        assert!(matches!(e, EdaError::UnknownModelType(ref t) if t == "gpt2"));
+        assert!(matches!(e, EdaError::UnknownModelType { ref model_type, .. } if model_type == "gpt2"));
         let e = ModelConfig::from_json_str(r#"{"model_type":"llama","hidden_size":64}"#, "c.json").unwrap_err();
         assert!(e.to_string().contains("num_attention_heads"), "{e}");
         let e = ModelConfig::from_json_str("{", "c.json").unwrap_err();
@@ -481,5 +604,55 @@ mod tests {
         let yarn = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
             "num_attention_heads":4,"vocab_size":256,"rope_scaling":{"type":"yarn","factor":4.0}}"#;
         assert!(matches!(ModelConfig::from_json_str(yarn, "c").unwrap_err(), EdaError::InvalidConfig(_)));
+    }
+
+    #[test]
+    fn unknown_architecture_names_the_file_and_the_value() {
+        let doc = r#"{"model_type":"mistral","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256}"#;
+        let e = ModelConfig::from_json_str(doc, "ckpt/config.json").unwrap_err();
+        assert!(
+            matches!(e, EdaError::UnknownModelType { ref path, ref model_type } if path == Path::new("ckpt/config.json") && model_type == "mistral"),
+            "{e}"
+        );
+        assert!(e.to_string().contains("ckpt/config.json") && e.to_string().contains("mistral"), "{e}");
+        // a non-string or missing model_type is a malformed document
+        for doc in [r#"{"model_type":7}"#, r#"{"hidden_size":64}"#] {
+            assert!(matches!(ModelConfig::from_json_str(doc, "c.json"), Err(EdaError::Json { .. })), "{doc}");
+        }
+    }
+
+    #[test]
+    fn absent_and_null_fields_take_hf_defaults() {
+        let min = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256}"#;
+        let nulls = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256,"num_key_value_heads":null,"head_dim":null,"rms_norm_eps":null,
+            "rope_theta":null,"rope_scaling":null,"max_position_embeddings":null,"tie_word_embeddings":null,
+            "attention_bias":null,"mlp_bias":null,"eos_token_id":null,"bos_token_id":null,"torch_dtype":null}"#;
+        for doc in [min, nulls] {
+            let c = ModelConfig::from_json_str(doc, "c.json").unwrap();
+            assert_eq!(c.model_type, Architecture::Llama);
+            assert_eq!((c.num_key_value_heads, c.head_dim), (4, 16));
+            assert_eq!((c.rms_norm_eps, c.rope_theta, c.max_position_embeddings), (1e-6, 10_000.0, 2048));
+            assert!(c.rope_scaling.is_none() && !c.tie_word_embeddings && !c.attention_bias);
+            assert!(c.eos_token_ids.is_empty() && c.bos_token_id.is_none() && c.torch_dtype.is_none());
+        }
+        // llama3 scaling defaults, `dtype` (transformers >= 5) for `torch_dtype`, bos as a list
+        let doc = r#"{"model_type":"qwen2","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256,"dtype":"bfloat16","bos_token_id":[3,4],"attention_bias":false,
+            "rope_scaling":{"type":"llama3","factor":2.0}}"#;
+        let c = ModelConfig::from_json_str(doc, "c.json").unwrap();
+        assert_eq!(
+            c.rope_scaling,
+            Some(RopeScaling::Llama3 { factor: 2.0, low_freq_factor: 1.0, high_freq_factor: 4.0, original_max_position_embeddings: 8192 })
+        );
+        assert_eq!(c.torch_dtype.as_deref(), Some("bfloat16"));
+        assert_eq!(c.bos_token_id, Some(3));
+        assert!(c.attention_bias, "qwen2 always has q/k/v bias");
+        let bad = r#"{"model_type":"llama","hidden_size":64,"intermediate_size":128,"num_hidden_layers":2,
+            "num_attention_heads":4,"vocab_size":256,"eos_token_id":"x"}"#;
+        let e = ModelConfig::from_json_str(bad, "c.json").unwrap_err();
+        assert!(matches!(e, EdaError::Json { .. }) && e.to_string().contains("token id"), "{e}");
     }
 }

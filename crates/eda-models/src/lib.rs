@@ -42,7 +42,7 @@ pub mod target;
 pub mod tokenizer;
 
 pub use batch::{BatchSession, MAX_BATCH_SIZE};
-pub use config::{ModelConfig, RopeScaling};
+pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use loader::{load_causal_lm, load_config, load_pretrained, WeightSource};
 pub use model::{CausalLm, DecoderLayer};
 pub use target::Target;

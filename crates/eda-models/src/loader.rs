@@ -3,56 +3,34 @@
 //! apply.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{Device, Tensor, TensorData};
-use memmap2::Mmap;
 use rayon::prelude::*;
-use safetensors::tensor::{Metadata, TensorInfo};
-use safetensors::{Dtype, SafeTensors};
 use sha2::{Digest, Sha256};
 
+use eda_core::safetensors::{self as st, Dtype, SafetensorsFile, TensorRef};
 use eda_core::{EdaError, Result};
 
 use crate::config::ModelConfig;
 use crate::layers::{Attention, Mlp, RmsNorm};
 use crate::model::{param, rope_for, CausalLm, DecoderLayer};
 
-struct ShardFile {
-    path: PathBuf,
-    mmap: Mmap,
-    header_len: usize,
-    metadata: Metadata,
-}
-
 /// The tensors of a checkpoint under their HF names, memory-mapped.
 ///
 /// Backed by a HF directory ([`WeightSource::open`]: `model.safetensors` or a sharded
 /// `model.safetensors.index.json`; F32, F16 or BF16) or by a GGUF file
-/// ([`WeightSource::from_gguf`]: dequantised on demand). Tensors are read as f32.
+/// ([`WeightSource::from_gguf`]: dequantised on demand). Tensors are read as f32. Target and
+/// draft checkpoints are both read through it.
 pub struct WeightSource {
     /// Where names are looked up (the single file, the index for sharded checkpoints, or the GGUF file).
     origin: PathBuf,
-    files: Vec<ShardFile>,
+    files: Vec<SafetensorsFile>,
     /// Tensor name -> index into `files`.
     map: HashMap<String, usize>,
     /// Set for GGUF-backed sources (then `files` and `map` are empty).
     gguf: Option<crate::gguf::GgufTensors>,
-}
-
-fn st_err(path: &Path, e: impl std::fmt::Display) -> EdaError {
-    EdaError::Safetensors { path: path.to_path_buf(), message: e.to_string() }
-}
-
-fn open_shard(path: &Path) -> Result<ShardFile> {
-    let file = File::open(path).map_err(|e| EdaError::io(path, e))?;
-    // SAFETY: the checkpoint is treated as read-only; concurrent truncation by another process
-    // is outside eda's contract (as for every mmap-based loader).
-    let mmap = unsafe { Mmap::map(&file) }.map_err(|e| EdaError::io(path, e))?;
-    let (header_len, metadata) = SafeTensors::read_metadata(&mmap).map_err(|e| st_err(path, format!("{e:?}")))?;
-    Ok(ShardFile { path: path.to_path_buf(), mmap, header_len, metadata })
 }
 
 impl WeightSource {
@@ -61,8 +39,8 @@ impl WeightSource {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");
         if single.is_file() {
-            let shard = open_shard(&single)?;
-            let map = shard.metadata.tensors().into_keys().map(|k| (k, 0)).collect();
+            let shard = SafetensorsFile::open(&single)?;
+            let map = shard.names().iter().map(|k| (k.clone(), 0)).collect();
             return Ok(WeightSource { origin: single, files: vec![shard], map, gguf: None });
         }
         if index.is_file() {
@@ -85,7 +63,7 @@ impl WeightSource {
                 };
                 map.insert(name.clone(), idx);
             }
-            let files = shard_names.iter().map(|f| open_shard(&dir.join(f))).collect::<Result<Vec<_>>>()?;
+            let files = shard_names.iter().map(|f| SafetensorsFile::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
             return Ok(WeightSource { origin: index, files, map, gguf: None });
         }
         if !dir.is_dir() {
@@ -115,15 +93,19 @@ impl WeightSource {
     pub fn files(&self) -> Vec<&Path> {
         match &self.gguf {
             Some(g) => vec![g.file().path()],
-            None => self.files.iter().map(|f| f.path.as_path()).collect(),
+            None => self.files.iter().map(|f| f.path()).collect(),
         }
     }
 
-    fn info(&self, name: &str) -> Result<(&ShardFile, &TensorInfo)> {
+    /// Tensor `name` as stored (dtype, shape, bytes), for tensors that are not f32 weights (such
+    /// as a draft's integer vocabulary map). [`EdaError::MissingTensor`] when absent;
+    /// [`EdaError::Gguf`] for GGUF sources, whose tensors are only read as f32.
+    pub fn tensor<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>> {
+        if let Some(g) = &self.gguf {
+            return Err(EdaError::Gguf { path: g.file().path().into(), message: format!("`{name}` can only be read as f32 weights") });
+        }
         let idx = *self.map.get(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.origin.clone() })?;
-        let shard = &self.files[idx];
-        let info = shard.metadata.info(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: shard.path.clone() })?;
-        Ok((shard, info))
+        self.files[idx].tensor(name)
     }
 
     /// Reads tensor `name` as f32, checking its shape against `expected`.
@@ -131,44 +113,25 @@ impl WeightSource {
         if let Some(g) = &self.gguf {
             return g.read_f32(name, expected);
         }
-        let (shard, info) = self.info(name)?;
-        if info.shape != expected {
-            return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: info.shape.clone() });
+        let t = self.tensor(name)?;
+        if t.shape != expected {
+            return Err(EdaError::ShapeMismatch { name: name.into(), expected: expected.to_vec(), actual: t.shape.to_vec() });
         }
-        let (start, end) = info.data_offsets;
-        let base = 8 + shard.header_len;
-        let bytes = shard
-            .mmap
-            .get(base + start..base + end)
-            .ok_or_else(|| st_err(&shard.path, format!("data of `{name}` lies outside the file")))?;
-        let n: usize = expected.iter().product();
-        let width = match info.dtype {
+        let width = match t.dtype {
             Dtype::F32 => 4,
             Dtype::F16 | Dtype::BF16 => 2,
             other => return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{other:?}") }),
         };
-        if bytes.len() != n * width {
-            return Err(st_err(&shard.path, format!("`{name}` holds {} bytes, expected {}", bytes.len(), n * width)));
-        }
+        // Decoded in parallel chunks: this is most of the load time of a large checkpoint.
         const CHUNK: usize = 1 << 16;
-        let mut out = vec![0f32; n];
-        match info.dtype {
-            Dtype::F32 => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 4)).for_each(|(o, b)| {
-                for (x, c) in o.iter_mut().zip(b.chunks_exact(4)) {
-                    *x = f32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-                }
-            }),
-            Dtype::F16 => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 2)).for_each(|(o, b)| {
-                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                    *x = half::f16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }),
-            _ => out.par_chunks_mut(CHUNK).zip(bytes.par_chunks(CHUNK * 2)).for_each(|(o, b)| {
-                for (x, c) in o.iter_mut().zip(b.chunks_exact(2)) {
-                    *x = half::bf16::from_le_bytes([c[0], c[1]]).to_f32();
-                }
-            }),
+        let mut out = vec![0f32; t.numel()];
+        if t.data.len() != out.len() * width {
+            return Err(EdaError::Safetensors {
+                path: self.files[self.map[name]].path().into(),
+                message: format!("`{name}` holds {} bytes, expected {}", t.data.len(), out.len() * width),
+            });
         }
+        out.par_chunks_mut(CHUNK).zip(t.data.par_chunks(CHUNK * width)).try_for_each(|(o, b)| st::decode_into(name, t.dtype, b, o))?;
         Ok(out)
     }
 
@@ -202,7 +165,7 @@ impl WeightSource {
             hasher.update(g.file().bytes());
         }
         for f in &self.files {
-            hasher.update(&f.mmap[..]);
+            hasher.update(f.bytes());
         }
     }
 }

@@ -1,9 +1,12 @@
 //! The decoder-only causal LM shared by Qwen2 and Llama.
 
+use std::collections::BTreeMap;
+
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Initializer, Linear};
 use burn::tensor::{Device, Int, Tensor};
 
+use eda_core::safetensors::HostTensor;
 use eda_core::{EdaError, Result};
 
 use crate::config::ModelConfig;
@@ -273,27 +276,15 @@ impl CausalLm {
         let mut cfg = cfg.clone();
         cfg.torch_dtype = Some("float32".into());
         let tensors = self.hf_tensors();
-        let mut host: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::with_capacity(tensors.len());
+        let mut host = Vec::with_capacity(tensors.len());
         for (name, t) in tensors {
             let squeeze = name.ends_with("norm.weight") || name.ends_with(".bias");
             let dims = t.dims();
             let shape = if squeeze { vec![dims[1]] } else { dims.to_vec() };
-            let data = eda_core::backend::to_vec_f32(t)?;
-            let bytes: Vec<u8> = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-            host.push((name, shape, bytes));
+            host.push(HostTensor::from_values(name, shape, &eda_core::backend::to_vec_f32(t)?));
         }
-        let views = host
-            .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
-                    .map(|v| (n.clone(), v))
-                    .map_err(|e| EdaError::Safetensors { path: dir.join("model.safetensors"), message: e.to_string() })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-        let bytes = safetensors::tensor::serialize(views, Some(meta))
-            .map_err(|e| EdaError::Safetensors { path: dir.join("model.safetensors"), message: e.to_string() })?;
-        eda_core::io::atomic_write(&dir.join("model.safetensors"), &bytes)?;
+        let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+        eda_core::safetensors::write(&dir.join("model.safetensors"), &host, &meta)?;
         cfg.save(&dir.join("config.json"))
     }
 }

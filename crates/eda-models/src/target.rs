@@ -46,7 +46,7 @@ impl Target {
         let cfg = lm.config().clone();
         let device = lm.embed_tokens.weight.val().device();
         let info = ModelInfo {
-            model_type: cfg.model_type.clone(),
+            model_type: cfg.model_type.to_string(),
             vocab_size: cfg.vocab_size,
             hidden_size: cfg.hidden_size,
             max_position_embeddings: cfg.max_position_embeddings,

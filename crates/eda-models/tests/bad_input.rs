@@ -137,7 +137,10 @@ fn unknown_model_type() {
     let cfg = std::fs::read_to_string(dir.path().join("config.json")).unwrap().replace("\"qwen2\"", "\"mamba\"");
     std::fs::write(dir.path().join("config.json"), cfg).unwrap();
     let e = load(dir.path()).unwrap_err();
-    assert!(matches!(e, EdaError::UnknownModelType(ref t) if t == "mamba"), "{e}");
+    assert!(
+        matches!(e, EdaError::UnknownModelType { ref model_type, ref path } if model_type == "mamba" && path.ends_with("config.json")),
+        "{e}"
+    );
 }
 
 #[test]

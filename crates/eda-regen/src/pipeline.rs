@@ -187,8 +187,7 @@ pub struct ShardRecord {
     pub bytes: Option<u64>,
     /// [`fingerprint_samples`](eda_core::data::fingerprint_samples) of the shard's samples
     /// (checked on resume; absent in older manifests). A hash of the *content*, not of the file's
-    /// bytes: safetensors writes its metadata in hash-map order, so equal shards may differ in
-    /// byte order.
+    /// bytes, so shards written before safetensors output became byte-reproducible still match.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_sha256: Option<String>,
     /// [`prompt_sha256`](crate::integrity::prompt_sha256) of each sample's prompt, aligned with

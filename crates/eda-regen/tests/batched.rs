@@ -41,9 +41,8 @@ fn cfg(batch_size: usize, generation: GenerationConfig) -> RegenConfig {
     }
 }
 
-/// What an output directory holds: every file by name, shards as their decoded samples (the
-/// safetensors header's metadata order is hash order, so shard bytes vary between runs), the
-/// manifest and the sidecars as bytes.
+/// What an output directory holds: every file by name, shards as their decoded samples (so a
+/// difference names the sample), the manifest and the sidecars as bytes.
 #[derive(Debug, PartialEq)]
 enum Content {
     Shard(Vec<eda_core::data::FeatureSample>),

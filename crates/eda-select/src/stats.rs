@@ -11,17 +11,16 @@
 //! Ledoit–Wolf shrinkage intensity and the configuration that produced them. It is saved as a
 //! safetensors file (see [`FeatureStats::save`]).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use eda_core::data::FeatureSample;
+use eda_core::safetensors::{encode, Dtype, HostTensor, SafetensorsFile};
 use eda_core::{EdaError, Result};
 use nalgebra::{DMatrix, DVector};
 use rayon::prelude::*;
-use safetensors::tensor::{Dtype, TensorView};
-use safetensors::SafeTensors;
 use serde::{Deserialize, Serialize};
 
 /// Format tag stored in the metadata of a statistics file.
@@ -595,16 +594,15 @@ impl FeatureStats {
     /// `positions`, `unit`.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
         self.validate()?;
-        let mean: Vec<u8> = self.mean.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let mean = encode(self.mean.as_slice());
         // nalgebra is column-major; S is symmetric so row- and column-major agree, but write
         // row-major explicitly.
-        let cov: Vec<u8> = self.covariance.transpose().iter().flat_map(|v| v.to_le_bytes()).collect();
-        let st = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: "<stats>".into(), message: e.to_string() };
-        let views = vec![
-            ("mean", TensorView::new(Dtype::F64, vec![self.dim], &mean).map_err(st)?),
-            ("covariance", TensorView::new(Dtype::F64, vec![self.dim, self.dim], &cov).map_err(st)?),
+        let cov = encode(self.covariance.transpose().as_slice());
+        let tensors = [
+            HostTensor::new("mean", Dtype::F64, vec![self.dim], mean),
+            HostTensor::new("covariance", Dtype::F64, vec![self.dim, self.dim], cov),
         ];
-        let meta = HashMap::from([
+        let meta = BTreeMap::from([
             ("format".to_string(), STATS_FORMAT.to_string()),
             ("dim".to_string(), self.dim.to_string()),
             ("count".to_string(), self.count.to_string()),
@@ -614,7 +612,7 @@ impl FeatureStats {
             ("positions".to_string(), self.config.positions.to_string()),
             ("unit".to_string(), self.config.unit.to_string()),
         ]);
-        safetensors::serialize(views, Some(meta)).map_err(st)
+        eda_core::safetensors::serialize(&tensors, &meta, Path::new("<stats>"))
     }
 
     /// Atomically writes the statistics to `path` (safetensors, see [`to_bytes`](Self::to_bytes)).
@@ -636,9 +634,8 @@ impl FeatureStats {
     /// Parses bytes produced by [`to_bytes`](Self::to_bytes); `path` names the source in errors.
     pub fn from_bytes(bytes: &[u8], path: &Path) -> Result<Self> {
         let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
-        let (_, header) = SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
-        let st = SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let file = SafetensorsFile::parse(bytes, path)?;
+        let meta = file.metadata();
         if meta.get("format").map(String::as_str) != Some(STATS_FORMAT) {
             return Err(corrupt(format!("not an eda statistics file (metadata format must be `{STATS_FORMAT}`)")));
         }
@@ -651,14 +648,14 @@ impl FeatureStats {
         let unit: FitUnit = field("unit")?.parse()?;
         let ledoit_wolf_alpha = num("ledoit_wolf_alpha")?;
         let get = |name: &str, shape: Vec<usize>| -> Result<Vec<f64>> {
-            let t = st.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: path.into() })?;
-            if t.dtype() != Dtype::F64 {
-                return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{:?} (expected F64)", t.dtype()) });
+            let t = file.tensor(name)?;
+            if t.dtype != Dtype::F64 {
+                return Err(EdaError::UnsupportedDType { name: name.into(), dtype: format!("{:?} (expected F64)", t.dtype) });
             }
-            if t.shape() != shape.as_slice() {
-                return Err(EdaError::ShapeMismatch { name: name.into(), expected: shape, actual: t.shape().to_vec() });
+            if t.shape != shape.as_slice() {
+                return Err(EdaError::ShapeMismatch { name: name.into(), expected: shape, actual: t.shape.to_vec() });
             }
-            Ok(t.data().chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("chunks of 8 bytes"))).collect())
+            t.to_vec()
         };
         let mean = DVector::from_vec(get("mean", vec![dim])?);
         let cov = DMatrix::from_row_slice(dim, dim, &get("covariance", vec![dim, dim])?);

@@ -10,16 +10,17 @@
 //! from their sources when the run is resumed. Every file is written atomically and `state.json`
 //! is written last, so a directory without it is an incomplete checkpoint and is ignored.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor, TensorData};
+use eda_core::safetensors::{encode, HostTensor};
 use eda_core::{EdaError, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{AdamWParams, TrainConfig};
-use crate::optim::{deserialize, f32_bytes, serialize, AdamW, F32Tensors};
+use crate::optim::{deserialize, serialize, AdamW, F32Tensors};
 
 /// Resume information stored in `state.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,12 +119,11 @@ pub type ParamValues = std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)
 pub fn params_to_bytes<M: Module>(module: &M, trainable_only: bool) -> Result<Vec<u8>> {
     let mut c = Collect { path: Vec::new(), trainable_only, frozen_only: false, out: Vec::new() };
     module.visit(&mut c);
-    let mut owned = Vec::with_capacity(c.out.len());
+    let mut tensors = Vec::with_capacity(c.out.len());
     for (name, t, dims) in c.out {
-        let vals = eda_core::backend::to_vec_f32(t)?;
-        owned.push((name, dims, f32_bytes(&vals)));
+        tensors.push(HostTensor::from_values(name, dims, &eda_core::backend::to_vec_f32(t)?));
     }
-    serialize(&owned, HashMap::from([("format".to_string(), "eda-train-weights-v1".to_string())]))
+    serialize(&tensors, &BTreeMap::from([("format".to_string(), "eda-train-weights-v1".to_string())]))
 }
 
 /// SHA-256 over the names, shapes and values of the *frozen* float parameters of `module` (those
@@ -137,7 +137,7 @@ pub fn frozen_fingerprint<M: Module>(module: &M) -> Result<String> {
         h.update((name.len() as u64).to_le_bytes());
         h.update(name.as_bytes());
         dims.iter().for_each(|d| h.update((*d as u64).to_le_bytes()));
-        h.update(f32_bytes(&eda_core::backend::to_vec_f32(t)?));
+        h.update(encode(&eda_core::backend::to_vec_f32(t)?));
     }
     Ok(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -11,8 +11,8 @@ use std::path::Path;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Device, Gradients, Tensor, TensorData};
+use eda_core::safetensors::{Dtype, HostTensor, SafetensorsFile};
 use eda_core::{EdaError, Result};
-use safetensors::tensor::{Dtype, TensorView};
 
 use crate::config::AdamWParams;
 
@@ -191,18 +191,15 @@ impl AdamW {
     /// Serialises the moments (`{path}.exp_avg`, `{path}.exp_avg_sq`, f32) and the step count
     /// (metadata `step`) as safetensors bytes.
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
-        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        let mut tensors = Vec::new();
         for (k, (m, v)) in &self.moments {
             for (suffix, t) in [("exp_avg", m), ("exp_avg_sq", v)] {
                 let vals = eda_core::backend::to_vec_f32(t.clone())?;
-                owned.push((format!("{k}.{suffix}"), vec![vals.len()], f32_bytes(&vals)));
+                tensors.push(HostTensor::from_values(format!("{k}.{suffix}"), vec![vals.len()], &vals));
             }
         }
-        let meta = std::collections::HashMap::from([
-            ("format".to_string(), "eda-adamw-v1".to_string()),
-            ("step".to_string(), self.step.to_string()),
-        ]);
-        serialize(&owned, meta)
+        let meta = BTreeMap::from([("format".to_string(), "eda-adamw-v1".to_string()), ("step".to_string(), self.step.to_string())]);
+        serialize(&tensors, &meta)
     }
 
     /// Restores an optimiser from [`to_bytes`](Self::to_bytes) output; tensors go to `device`.
@@ -235,37 +232,23 @@ impl AdamW {
     }
 }
 
-pub(crate) fn f32_bytes(v: &[f32]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(v.len() * 4);
-    for x in v {
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out
-}
-
-pub(crate) fn serialize(owned: &[(String, Vec<usize>, Vec<u8>)], meta: std::collections::HashMap<String, String>) -> Result<Vec<u8>> {
-    let st = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: "<checkpoint>".into(), message: e.to_string() };
-    let mut views = Vec::with_capacity(owned.len());
-    for (name, shape, data) in owned {
-        views.push((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), data).map_err(st)?));
-    }
-    safetensors::serialize(views, Some(meta)).map_err(st)
+/// Safetensors bytes of a training checkpoint file.
+pub(crate) fn serialize(tensors: &[HostTensor], meta: &BTreeMap<String, String>) -> Result<Vec<u8>> {
+    eda_core::safetensors::serialize(tensors, meta, Path::new("<checkpoint>"))
 }
 
 /// Name → (shape, f32 values), and the metadata.
 pub(crate) type F32Tensors = BTreeMap<String, (Vec<usize>, Vec<f32>)>;
 
-pub(crate) fn deserialize(bytes: &[u8], path: &Path) -> Result<(F32Tensors, std::collections::HashMap<String, String>)> {
-    let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
-    let (_, meta) = safetensors::SafeTensors::read_metadata(bytes).map_err(|e| corrupt(e.to_string()))?;
-    let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| corrupt(e.to_string()))?;
+pub(crate) fn deserialize(bytes: &[u8], path: &Path) -> Result<(F32Tensors, BTreeMap<String, String>)> {
+    let file = SafetensorsFile::parse(bytes, path)?;
     let mut out = BTreeMap::new();
-    for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
-            return Err(EdaError::UnsupportedDType { name, dtype: format!("{:?} (checkpoints are F32)", view.dtype()) });
+    for name in file.names() {
+        let t = file.tensor(name)?;
+        if t.dtype != Dtype::F32 {
+            return Err(EdaError::UnsupportedDType { name: name.clone(), dtype: format!("{:?} (checkpoints are F32)", t.dtype) });
         }
-        let vals: Vec<f32> = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
-        out.insert(name, (view.shape().to_vec(), vals));
+        out.insert(name.clone(), (t.shape.to_vec(), t.to_vec()?));
     }
-    Ok((out, meta.metadata().clone().unwrap_or_default()))
+    Ok((out, file.metadata().clone()))
 }

@@ -348,7 +348,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                 Some(p) => eda_core::io::read_json(p)?,
                 None => {
                     let info = ModelInfo {
-                        model_type: tcfg.model_type.clone(),
+                        model_type: tcfg.model_type.to_string(),
                         vocab_size: tcfg.vocab_size,
                         hidden_size: tcfg.hidden_size,
                         max_position_embeddings: tcfg.max_position_embeddings,

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use eda_core::{EdaError, Result};
 
 use super::reader::GgufFile;
-use crate::config::{ModelConfig, RopeScaling};
+use crate::config::{Architecture, ModelConfig, RopeScaling};
 
 /// Architectures eda loads from GGUF (`general.architecture`).
 pub const SUPPORTED_ARCHITECTURES: &[&str] = &["llama", "qwen2"];
@@ -114,7 +114,7 @@ impl GgufTensors {
     /// gives the head counts for un-permuting Llama q/k. Tensors without a HF counterpart are
     /// ignored (logged).
     pub fn new(file: GgufFile, cfg: &ModelConfig) -> Self {
-        let llama = cfg.model_type == "llama";
+        let llama = cfg.model_type == Architecture::Llama;
         let mut map = HashMap::new();
         for (i, t) in file.tensors().iter().enumerate() {
             match hf_name(&t.name) {
@@ -241,7 +241,10 @@ pub fn config_from_gguf(f: &GgufFile) -> Result<ModelConfig> {
         }
     }
     let ctx = f.opt_u64(&key("context_length"))?.map(|v| v as usize).unwrap_or(2048);
-    let base = if arch == "qwen2" { ModelConfig::qwen2 } else { ModelConfig::llama };
+    let base = match arch.parse()? {
+        Architecture::Qwen2 => ModelConfig::qwen2,
+        Architecture::Llama => ModelConfig::llama,
+    };
     let mut cfg = base(vocab, hidden, ffn, layers, heads, kv_heads, ctx);
     cfg.head_dim = head_dim;
     cfg.rms_norm_eps = f.opt_f64(&key("attention.layer_norm_rms_epsilon"))?.unwrap_or(1e-6);

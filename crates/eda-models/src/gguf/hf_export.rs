@@ -1,12 +1,13 @@
 //! GGUF → HF checkpoint directory (`config.json`, `model.safetensors`, `tokenizer.json`,
 //! `tokenizer_config.json`), loadable by eda and by transformers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use eda_core::safetensors::{Dtype, HostTensor};
 use eda_core::{EdaError, Result};
 
 use super::convert::{config_from_gguf, GgufTensors};
-use super::quant::{encode_bf16, encode_f16, encode_f32};
 use super::reader::GgufFile;
 use super::tokenizer::{tokenizer_config_json, tokenizer_json};
 use crate::config::ModelConfig;
@@ -33,19 +34,11 @@ impl HfDtype {
         }
     }
 
-    fn safetensors(self) -> safetensors::Dtype {
+    fn safetensors(self) -> Dtype {
         match self {
-            HfDtype::F32 => safetensors::Dtype::F32,
-            HfDtype::F16 => safetensors::Dtype::F16,
-            HfDtype::BF16 => safetensors::Dtype::BF16,
-        }
-    }
-
-    fn encode(self, x: &[f32]) -> Vec<u8> {
-        match self {
-            HfDtype::F32 => encode_f32(x),
-            HfDtype::F16 => encode_f16(x),
-            HfDtype::BF16 => encode_bf16(x),
+            HfDtype::F32 => Dtype::F32,
+            HfDtype::F16 => Dtype::F16,
+            HfDtype::BF16 => Dtype::BF16,
         }
     }
 }
@@ -94,21 +87,13 @@ pub fn convert_gguf_to_hf(gguf: &Path, out_dir: &Path, dtype: HfDtype) -> Result
     super::tokenizer::tokenizer_from_gguf(&file)?;
     let tok_cfg = tokenizer_config_json(&file, cfg.max_position_embeddings)?;
     let tensors = GgufTensors::new(file, &cfg);
-    let st_path = out_dir.join("model.safetensors");
-    let st_err = |e: safetensors::SafeTensorError| EdaError::Safetensors { path: st_path.clone(), message: e.to_string() };
     let mut host = Vec::new();
     for (name, shape) in expected_tensors(&cfg) {
         let data = tensors.read_f32(&name, &shape)?;
-        host.push((name, shape, dtype.encode(&data)));
+        host.push(HostTensor::from_f32_as(name, shape, &data, dtype.safetensors())?);
     }
-    let views = host
-        .iter()
-        .map(|(n, s, b)| safetensors::tensor::TensorView::new(dtype.safetensors(), s.clone(), b).map(|v| (n.clone(), v)))
-        .collect::<std::result::Result<Vec<_>, _>>()
-        .map_err(st_err)?;
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(st_err)?;
-    eda_core::io::atomic_write(&st_path, &bytes)?;
+    let meta = BTreeMap::from([("format".to_string(), "pt".to_string())]);
+    eda_core::safetensors::write(&out_dir.join("model.safetensors"), &host, &meta)?;
     cfg.torch_dtype = Some(dtype.torch_name().into());
     cfg.save(&out_dir.join("config.json"))?;
     let pretty = |v: &serde_json::Value, p: &Path| serde_json::to_vec_pretty(v).map_err(|e| EdaError::json(p, e));

@@ -21,7 +21,7 @@ use eda_core::backend::{compiled_gpu_backends, device_from_name, to_vec_f32};
 use eda_core::data::FeatureSample;
 use eda_core::generate::generate_autoregressive;
 use eda_core::sampling::{probabilities, seeded_rng};
-use eda_core::{AttentionMask, DecodingStrategy, DraftModel, GenerationConfig, TargetModel, TokenId, TokenTree, Trainer};
+use eda_core::{AttentionMask, DecodingStrategy, DraftModel, GenerationConfig, TargetModel, TokenId, TokenTree};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::{CausalLm, ModelConfig, Target};
 use eda_select::{FeatureStats, FitConfig, MahalanobisSelector, ScoreConfig};

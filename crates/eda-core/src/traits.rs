@@ -305,28 +305,3 @@ pub trait DecodingStrategy {
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput>;
 }
-
-/// Summary of a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainReport {
-    /// Optimiser steps taken in total (including steps before a resume).
-    pub steps: usize,
-    /// Loss of the last step.
-    pub final_loss: f64,
-    /// Top-1 agreement of draft and target on the last step's masked tokens.
-    pub final_top1: f64,
-    /// Tokens processed in this process.
-    pub tokens: usize,
-    /// Wall-clock seconds spent in this process.
-    pub seconds: f64,
-    /// Trainable parameters.
-    pub trainable_params: usize,
-    /// All parameters of the model being trained.
-    pub total_params: usize,
-}
-
-/// A training loop over precomputed feature samples.
-pub trait Trainer {
-    /// Trains on `data` until the configured number of steps; resumes from a checkpoint if one exists.
-    fn train(&mut self, data: &[FeatureSample]) -> Result<TrainReport>;
-}

@@ -24,13 +24,13 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
 use eda_core::data::{read_shard, FeatureDType, FeatureSample};
-use eda_core::{EdaError, GenerationConfig, Result, SampleSelector, TargetModel, TokenId, TrainReport, Trainer};
+use eda_core::{EdaError, GenerationConfig, Result, SampleSelector, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::{CausalLm, ModelConfig, Target};
 use eda_regen::{regenerate_dataset, ChatTemplate, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE};
 use eda_select::{FeatureStats, FitConfig, MahalanobisSelector, RandomSelector, ScoreConfig};
 use eda_spec::EvalReport;
-use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig};
+use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig, TrainReport};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 

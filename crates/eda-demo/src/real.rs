@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use eda_core::data::{read_shard, FeatureDType, FeatureSample};
-use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId, Trainer};
+use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::Target;
 use eda_regen::{regenerate_dataset, ChatTemplate, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE};
@@ -224,7 +224,7 @@ pub struct RealResults {
     /// Tokens the draft trained on per epoch.
     pub train_tokens: usize,
     /// Draft training report.
-    pub train: eda_core::TrainReport,
+    pub train: eda_train::TrainReport,
     /// Seconds per stage: `regenerate`, `train`, `eval`.
     pub stage_seconds: Vec<(String, f64)>,
     /// Every evaluated cell.
@@ -302,7 +302,7 @@ fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cf
 }
 
 /// Trains (resuming) or loads the stage-1 draft.
-fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, device: &Device) -> Result<(EdaDraft, eda_core::TrainReport)> {
+fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, device: &Device) -> Result<(EdaDraft, eda_train::TrainReport)> {
     let dir = cfg.out.join("draft");
     let report_path = dir.join("report.json");
     let draft_dir = dir.join("draft");
@@ -342,7 +342,7 @@ fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, devic
         let report = trainer.train(data)?;
         eda_core::io::write_json(&report_path, &report)?;
     }
-    let report: eda_core::TrainReport = eda_core::io::read_json(&report_path)?;
+    let report: eda_train::TrainReport = eda_core::io::read_json(&report_path)?;
     Ok((EdaDraft::load(&draft_dir, emb, head, device)?, report))
 }
 

@@ -5,7 +5,6 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::{cpu, rand_vec, synthetic_data};
 use eda_core::sampling::seeded_rng;
-use eda_core::Trainer;
 use eda_draft::{EdaDraft, EdaDraftConfig};
 use eda_train::checkpoint::param_values;
 use eda_train::{stage1_draft, stage2_draft, DraftTrainer, NoiseConfig, PrivateInit, Stage, Stage2Freeze, TrainConfig};

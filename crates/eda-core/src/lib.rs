@@ -53,7 +53,8 @@ pub use error::{EdaError, Result};
 pub use mask::AttentionMask;
 pub use metrics::{predicted_speedup, DecodeMetrics};
 pub use traits::{
-    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, ModelInfo, Regenerator, SampleSelector, Selection, TargetModel, TargetOutput,
+    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, GeneratorRecord, ModelInfo, Regenerator, SampleSelector, Selection, TargetModel,
+    TargetOutput,
 };
 pub use tree::TokenTree;
 pub use types::{GenerationConfig, GenerationOutput, TokenId};

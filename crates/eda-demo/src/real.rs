@@ -27,7 +27,9 @@ use eda_core::data::{read_shard, FeatureDType, FeatureSample};
 use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::Target;
-use eda_regen::{regenerate_dataset, ChatTemplate, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE};
+use eda_regen::{
+    regenerate_dataset, ChatTemplate, LocalRegenerator, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE,
+};
 use eda_spec::{tau_per_cycle, Autoregressive, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
 use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig};
 
@@ -290,7 +292,7 @@ fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cf
             batch_size: cfg.regen_batch_size,
             allow_changed_inputs: false,
         };
-        let summary = regenerate_dataset(target, tok, prompts, &rc, None, dir)?;
+        let summary = regenerate_dataset(target, tok, prompts, &rc, &mut LocalRegenerator, dir)?;
         tracing::info!(new = summary.new_samples, response_tokens = summary.response_tokens, seconds = summary.seconds, "regenerated");
     }
     let manifest = Manifest::load(&manifest_path)?;

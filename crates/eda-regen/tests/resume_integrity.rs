@@ -30,7 +30,7 @@ fn cfg() -> RegenConfig {
 }
 
 fn run(recs: &[PromptRecord], c: &RegenConfig, dir: &Path) -> eda_core::Result<RegenSummary> {
-    regenerate_dataset(&mut MockTarget::new(64), &tokenizer(), recs, c, None, dir)
+    regenerate_dataset(&mut MockTarget::new(64), &tokenizer(), recs, c, &mut LocalRegenerator, dir)
 }
 
 fn samples_of(dir: &Path) -> Vec<eda_core::data::FeatureSample> {

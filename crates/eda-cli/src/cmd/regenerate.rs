@@ -4,9 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use eda_core::data::FeatureDType;
-use eda_core::{EdaError, GenerationConfig, TargetModel};
+use eda_core::{EdaError, GenerationConfig, Regenerator, TargetModel};
 use eda_regen::{
-    load_prompts, regenerate_dataset, ChatTemplate, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode,
+    load_prompts, regenerate_dataset, ChatTemplate, LocalRegenerator, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig,
+    RegenMode,
 };
 
 /// Where responses come from.
@@ -211,7 +212,11 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         (None, None) => None,
         _ => return Err(EdaError::InvalidArgument("--server-url and --server-model go together".into())),
     };
-    let summary = regenerate_dataset(&mut target, &tokenizer, &prompts, &cfg, remote.as_mut(), &args.out)?;
+    let regenerator: &mut dyn Regenerator = match remote.as_mut() {
+        Some(r) => r,
+        None => &mut LocalRegenerator,
+    };
+    let summary = regenerate_dataset(&mut target, &tokenizer, &prompts, &cfg, regenerator, &args.out)?;
     let m = &summary.manifest;
     println!(
         "{} new samples ({} skipped, {} already done) in {:.1}s; {} in total, {} tokens, {} masked; manifest: {}",

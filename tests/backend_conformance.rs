@@ -442,9 +442,10 @@ fn greedy_speculative_decoding_on_device_is_exact() {
         let mut cpu_target = Target::from_pretrained(&dir, &cpu()).unwrap();
         assert_eq!(reference.tokens, generate_autoregressive(&mut cpu_target, &prompt, &gen).unwrap().tokens);
         for (name, draft) in drafts.iter_mut() {
-            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, draft.as_mut(), &prompt, &gen).unwrap();
+            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, Some(draft.as_mut()), &prompt, &gen).unwrap();
             assert_eq!(chain.tokens, reference.tokens, "chain / {name} on {gpu_name}");
-            let tree = TreeStrategy { depth: 3, top_k: 3, total_tokens: 10 }.generate(&mut target, draft.as_mut(), &prompt, &gen).unwrap();
+            let tree =
+                TreeStrategy { depth: 3, top_k: 3, total_tokens: 10 }.generate(&mut target, Some(draft.as_mut()), &prompt, &gen).unwrap();
             assert_eq!(tree.tokens, reference.tokens, "tree / {name} on {gpu_name}");
             assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
             if *name == "self" {
@@ -545,7 +546,7 @@ fn speculative_sampling_on_device_matches_target_distribution() {
             let mut accepted = 0;
             for seed in 0..N as u64 {
                 let cfg = GenerationConfig { seed: seed * 7919 + 1, ..base.clone() };
-                let out = strategy.generate(&mut target, &mut draft, &prompt, &cfg).unwrap();
+                let out = strategy.generate(&mut target, Some(&mut draft), &prompt, &cfg).unwrap();
                 assert_eq!(out.tokens.len(), 3);
                 accepted += out.metrics.accepted_per_depth.iter().sum::<usize>();
                 // Every emitted token, including the bonus token after full acceptance.

@@ -337,13 +337,18 @@ pub trait SampleSelector {
     }
 }
 
-/// A speculative (or plain) decoding strategy over a target and a draft.
+/// A speculative (or plain) decoding strategy over a target and, when it drafts, a draft.
+///
+/// Strategies that draft fail with [`EdaError::InvalidArgument`] when `draft` is `None`; plain
+/// autoregressive decoding needs none (and ignores one if given), so a caller without a draft
+/// passes `None` rather than a stand-in model.
 pub trait DecodingStrategy {
-    /// Generates a continuation of `prompt`. Implementations reset both caches first.
+    /// Generates a continuation of `prompt`. Implementations reset the caches of the models they
+    /// use first.
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput>;

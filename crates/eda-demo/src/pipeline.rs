@@ -332,7 +332,7 @@ fn evaluate_cached(
             seed: cfg.seed,
             ..GenerationConfig::greedy()
         };
-        let report = eda_spec::evaluate(target, &mut session, &mut strategy, prompts, &gen)?;
+        let report = eda_spec::evaluate(target, Some(&mut session), &mut strategy, prompts, &gen)?;
         report.write_json(path)?;
     }
     log.record(label, ran);

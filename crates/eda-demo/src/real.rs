@@ -24,13 +24,14 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use eda_core::data::{read_shard, FeatureDType, FeatureSample};
+use eda_core::generate::generate_autoregressive;
 use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::Target;
 use eda_regen::{
     regenerate_dataset, ChatTemplate, LocalRegenerator, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE,
 };
-use eda_spec::{tau_per_cycle, Autoregressive, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_spec::{tau_per_cycle, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
 use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig};
 
 use crate::corpora::{split, Domain};
@@ -369,10 +370,10 @@ fn evaluate_domain(
 ) -> Result<Vec<RealRow>> {
     let mut cells: Vec<Cell> = strategies.iter().map(|_| Cell::default()).collect();
     for (i, prompt) in prompts.iter().enumerate() {
-        let ar = Autoregressive.generate(target, draft, prompt, gen)?;
+        let ar = generate_autoregressive(target, prompt, gen)?;
         for (s, cell) in strategies.iter().zip(cells.iter_mut()) {
             let mut s = *s;
-            let out = s.generate(target, draft, prompt, gen)?;
+            let out = s.generate(target, Some(&mut *draft), prompt, gen)?;
             cell.matches += usize::from(out.tokens == ar.tokens);
             cell.prompts += 1;
             cell.metrics.merge(&out.metrics);
@@ -479,8 +480,8 @@ pub fn run_real(cfg: &RealConfig) -> Result<RealResults> {
         if let Some(r) = ev.first() {
             let p = encode(&tokenizer, &render(r))?;
             let warm = GenerationConfig { max_new_tokens: 4, ..gen.clone() };
-            Autoregressive.generate(&mut target, &mut session, &p, &warm)?;
-            ChainStrategy { gamma: 2 }.generate(&mut target, &mut session, &p, &warm)?;
+            generate_autoregressive(&mut target, &p, &warm)?;
+            ChainStrategy { gamma: 2 }.generate(&mut target, Some(&mut session), &p, &warm)?;
         }
     }
     let mut rows = Vec::new();

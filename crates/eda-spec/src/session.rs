@@ -22,8 +22,12 @@ pub(crate) enum Verify {
     AcceptAll,
 }
 
-/// Callback invoked after every commit with the newly emitted tokens and the running metrics.
-pub type CommitCallback<'a> = &'a mut dyn FnMut(&[TokenId], &DecodeMetrics);
+pub use eda_core::generate::CommitCallback;
+
+/// The draft of a drafting strategy (`who`), or [`EdaError::InvalidArgument`] without one.
+pub(crate) fn require_draft<'d>(draft: Option<&'d mut dyn DraftModel>, who: &str) -> Result<&'d mut dyn DraftModel> {
+    draft.ok_or_else(|| EdaError::InvalidArgument(format!("{who} needs a draft model (only autoregressive decoding runs without one)")))
+}
 
 pub(crate) struct Session<'a, 'c> {
     pub target: &'a mut dyn TargetModel,
@@ -122,7 +126,6 @@ impl<'a, 'c> Session<'a, 'c> {
         draft: &'a mut dyn DraftModel,
         prompt: &[TokenId],
         cfg: &'a GenerationConfig,
-        use_draft: bool,
         callback: Option<CommitCallback<'c>>,
     ) -> Result<Self> {
         let start = Instant::now();
@@ -135,13 +138,11 @@ impl<'a, 'c> Session<'a, 'c> {
             return Err(EdaError::InvalidArgument(format!("prompt token {t} is outside the target vocabulary of {}", info.vocab_size)));
         }
         let dinfo = draft.info();
-        if use_draft {
-            if dinfo.vocab_size != info.vocab_size {
-                return Err(EdaError::mismatch("vocabulary size (draft vs target)", info.vocab_size, dinfo.vocab_size));
-            }
-            if dinfo.uses_target_features && dinfo.hidden_size != info.hidden_size {
-                return Err(EdaError::mismatch("feature width (EAGLE draft vs target hidden size)", info.hidden_size, dinfo.hidden_size));
-            }
+        if dinfo.vocab_size != info.vocab_size {
+            return Err(EdaError::mismatch("vocabulary size (draft vs target)", info.vocab_size, dinfo.vocab_size));
+        }
+        if dinfo.uses_target_features && dinfo.hidden_size != info.hidden_size {
+            return Err(EdaError::mismatch("feature width (EAGLE draft vs target hidden size)", info.hidden_size, dinfo.hidden_size));
         }
         let max_pos = info.max_position_embeddings;
         if prompt.len() > max_pos {
@@ -153,7 +154,7 @@ impl<'a, 'c> Session<'a, 'c> {
             target,
             draft,
             cfg,
-            eagle: use_draft && dinfo.uses_target_features,
+            eagle: dinfo.uses_target_features,
             seq: prompt.to_vec(),
             prompt_len: prompt.len(),
             pending: None,

@@ -11,7 +11,7 @@ use eda_core::{
     AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId, TokenTree,
 };
 
-use crate::session::{column_token, draft_columns, index_tensor, row, uniform, CommitCallback, Session, Verify};
+use crate::session::{column_token, draft_columns, index_tensor, require_draft, row, uniform, CommitCallback, Session, Verify};
 use crate::SpeculativeStrategy;
 
 /// EAGLE-2 dynamic tree drafting.
@@ -41,7 +41,7 @@ use crate::SpeculativeStrategy;
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = ToyEagleDraft::for_target(&target, 0.0, 0);
 /// let cfg = GenerationConfig { max_new_tokens: 20, ..GenerationConfig::greedy() };
-/// let out = TreeStrategy { depth: 3, top_k: 2, total_tokens: 8 }.generate(&mut target, &mut draft, &[1, 2], &cfg).unwrap();
+/// let out = TreeStrategy { depth: 3, top_k: 2, total_tokens: 8 }.generate(&mut target, Some(&mut draft), &[1, 2], &cfg).unwrap();
 /// assert_eq!(out.tokens.len(), 20);
 /// assert!(out.metrics.tau() > 3.0);
 /// ```
@@ -253,7 +253,7 @@ impl TreeStrategy {
     ) -> Result<GenerationOutput> {
         self.validate()?;
         self.check_bounds(draft.info().vocab_size)?;
-        let mut s = Session::start(target, draft, prompt, cfg, true, callback)?;
+        let mut s = Session::start(target, draft, prompt, cfg, callback)?;
         while !s.done {
             let levels = (self.depth + 1).min(s.budget());
             if levels == 0 {
@@ -331,11 +331,11 @@ impl DecodingStrategy for TreeStrategy {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, None)
+        self.run(target, require_draft(draft, "tree strategy")?, prompt, cfg, Verify::Lossless, None)
     }
 }
 
@@ -351,11 +351,11 @@ impl SpeculativeStrategy for TreeStrategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, Some(on_commit))
+        self.run(target, require_draft(draft, "tree strategy")?, prompt, cfg, Verify::Lossless, Some(on_commit))
     }
 }

@@ -32,7 +32,7 @@ fn run(
     match strategy {
         Strategy::Chain(c) => c.run(target, draft, prompt, cfg, mode, None),
         Strategy::Tree(t) => t.run(target, draft, prompt, cfg, mode, None),
-        Strategy::Autoregressive => Autoregressive.generate(target, draft, prompt, cfg),
+        Strategy::Autoregressive => Autoregressive.generate(target, Some(draft), prompt, cfg),
     }
 }
 
@@ -112,11 +112,26 @@ fn autoregressive_strategy_matches_core_and_has_tau_one() {
     let mut target = ToyLm::random(16, 64, 2.0, 4, &device());
     let mut draft = LmDraft::new(Box::new(target.clone()));
     for cfg in [greedy(12), GenerationConfig { max_new_tokens: 12, ..GenerationConfig::sampling(1.0, 9) }] {
-        let a = Autoregressive.generate(&mut target, &mut draft, &[2, 3], &cfg).unwrap();
+        let a = Autoregressive.generate(&mut target, None, &[2, 3], &cfg).unwrap();
         let b = generate_autoregressive(&mut target, &[2, 3], &cfg).unwrap();
         assert_eq!(a.tokens, b.tokens);
         assert_eq!(tau_per_cycle(&a.metrics), 1.0);
         assert_eq!(a.metrics.target_forwards, 12);
+        // A draft, if given, is ignored; streaming commits every token once, in order.
+        let with_draft = Strategy::Autoregressive.generate(&mut target, Some(&mut draft), &[2, 3], &cfg).unwrap();
+        assert_eq!(with_draft.tokens, b.tokens);
+        let mut streamed: Vec<TokenId> = Vec::new();
+        let mut last_forwards = 0;
+        let out = crate::SpeculativeStrategy::generate_streaming(&mut Autoregressive, &mut target, None, &[2, 3], &cfg, &mut |new, m| {
+            assert_eq!(new.len(), 1);
+            streamed.extend_from_slice(new);
+            assert_eq!(m.new_tokens, streamed.len());
+            last_forwards = m.target_forwards;
+        })
+        .unwrap();
+        assert_eq!(streamed, b.tokens);
+        assert_eq!(out.tokens, b.tokens);
+        assert_eq!(last_forwards, 12);
     }
 }
 
@@ -216,7 +231,12 @@ fn invalid_arguments_are_typed_errors() {
         assert!(matches!(e, EdaError::InvalidArgument(_)), "{e}");
         let bad_cfg = GenerationConfig { top_p: 0.0, ..GenerationConfig::sampling(1.0, 0) };
         assert!(run(&s, &mut target, &mut draft, &[1], &bad_cfg, Verify::Lossless).is_err());
+        // Drafting strategies need a draft: a typed error, not a stand-in model.
+        let e = s.clone().generate(&mut target, None, &[1], &cfg).unwrap_err();
+        assert!(matches!(&e, EdaError::InvalidArgument(m) if m.contains("needs a draft")), "{s:?}: {e}");
     }
+    let e = crate::AutoStrategy::default().generate(&mut target, None, &[1], &cfg).unwrap_err();
+    assert!(matches!(&e, EdaError::InvalidArgument(m) if m.contains("needs a draft")), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,7 +406,7 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
     let mut draft = ToyEagleDraft::for_target(&target, 1.0, 4);
     let prompts = vec![vec![1, 2], vec![5], vec![9, 9, 9]];
     let mut strategy = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 };
-    let report = evaluate(&mut target, &mut draft, &mut strategy, &prompts, &greedy(24)).unwrap();
+    let report = evaluate(&mut target, Some(&mut draft), &mut strategy, &prompts, &greedy(24)).unwrap();
     assert_eq!(report.prompts.len(), 3);
     assert_eq!(report.aggregate.greedy_matches, Some(3));
     assert!(report.aggregate.tau > 1.0);
@@ -400,7 +420,7 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
     assert!(table.contains("tau_ref") && table.contains("all"), "{table}");
     let dir = tempfile::tempdir().unwrap();
     report.write_json(&dir.path().join("m.json")).unwrap();
-    assert!(evaluate(&mut target, &mut draft, &mut strategy, &[], &greedy(4)).is_err());
+    assert!(evaluate(&mut target, Some(&mut draft), &mut strategy, &[], &greedy(4)).is_err());
 }
 
 #[test]

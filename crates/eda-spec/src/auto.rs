@@ -98,7 +98,8 @@ impl fmt::Display for AutoChoice {
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::{ToyEagleDraft, ToyLm}, AutoStrategy};
+/// use eda_spec::AutoStrategy;
+/// use eda_testkit::{ToyEagleDraft, ToyLm};
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(32, 128, 3.0, 1, &device);
 /// let mut draft = ToyEagleDraft::for_target(&target, 0.5, 2);

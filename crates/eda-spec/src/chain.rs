@@ -23,7 +23,8 @@ use crate::SpeculativeStrategy;
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::ToyLm, ChainStrategy, LmDraft};
+/// use eda_spec::{ChainStrategy, LmDraft};
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = LmDraft::new(Box::new(target.clone()));
@@ -192,7 +193,8 @@ impl SpeculativeStrategy for ChainStrategy {
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::ToyLm, Autoregressive};
+/// use eda_spec::Autoregressive;
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let cfg = GenerationConfig { max_new_tokens: 8, ..GenerationConfig::sampling(1.0, 5) };

@@ -284,7 +284,8 @@ pub fn evaluate<S: SpeculativeStrategy + ?Sized>(
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, GenerationConfig};
-/// use eda_spec::{evaluate, toy::ToyLm, ChainStrategy, LmDraft};
+/// use eda_spec::{evaluate, ChainStrategy, LmDraft};
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = LmDraft::new(Box::new(target.clone()));

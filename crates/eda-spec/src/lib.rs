@@ -13,8 +13,10 @@
 //! - [`LmDraft`]: any small language model (same tokenizer) used as a token-only draft;
 //! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
 //!   acceptance per depth, cost ratio, predicted and measured speedup against autoregressive
-//!   decoding in the same process, as JSON and as a table;
-//! - [`toy`]: exact toy models used by the tests, examples and benchmarks.
+//!   decoding in the same process, as JSON and as a table.
+//!
+//! The examples below use the exact toy models of the workspace's dev-only test kit
+//! (`eda-testkit`).
 //!
 //! ## Alignment and caches
 //!
@@ -29,7 +31,8 @@
 //!
 //! ```
 //! use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-//! use eda_spec::{toy::{ToyEagleDraft, ToyLm}, TreeStrategy};
+//! use eda_spec::TreeStrategy;
+//! use eda_testkit::{ToyEagleDraft, ToyLm};
 //! let device = device_from_name("cpu").unwrap();
 //! let mut target = ToyLm::random(32, 128, 3.0, 1, &device);
 //! let mut draft = ToyEagleDraft::for_target(&target, 1.0, 2);
@@ -46,7 +49,6 @@ mod chain;
 pub mod eval;
 mod lm_draft;
 mod session;
-pub mod toy;
 mod tree;
 
 #[cfg(test)]

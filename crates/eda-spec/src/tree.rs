@@ -36,7 +36,8 @@ use crate::SpeculativeStrategy;
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::{ToyEagleDraft, ToyLm}, TreeStrategy};
+/// use eda_spec::TreeStrategy;
+/// use eda_testkit::{ToyEagleDraft, ToyLm};
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = ToyEagleDraft::for_target(&target, 0.0, 0);

@@ -5,8 +5,8 @@
 use eda_core::backend::device_from_name;
 use eda_core::generate::generate_autoregressive;
 use eda_core::{DecodingStrategy, GenerationConfig};
-use eda_spec::toy::{ToyEagleDraft, ToyLm};
 use eda_spec::{AutoStrategy, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_testkit::{ToyEagleDraft, ToyLm};
 
 #[test]
 fn auto_strategy_probes_chooses_fastest_and_stays_exact() {

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use burn::tensor::Device;
 use eda_core::generate::generate_autoregressive;
-use eda_core::sampling::probabilities;
 use eda_core::{DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, TargetModel, TokenId};
 
 use crate::session::Verify;
-use crate::toy::{ReducedDraft, ToyEagleDraft, ToyLm};
+use eda_testkit::{exact_joint, pearson_map, ReducedDraft, ToyEagleDraft, ToyLm};
+
 use crate::{evaluate, tau_per_cycle, Autoregressive, ChainStrategy, EvalReport, LmDraft, Strategy, TreeStrategy};
 
 fn device() -> Device {
@@ -242,66 +242,6 @@ fn invalid_arguments_are_typed_errors() {
 // ---------------------------------------------------------------------------------------------
 // Distribution tests.
 
-/// Chi-square critical value at significance 0.001 (Wilson–Hilferty approximation).
-fn chi2_critical_001(df: usize) -> f64 {
-    let k = df as f64;
-    let z = 3.090_232;
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-/// Pearson chi-square of observed counts against expected probabilities, pooling cells whose
-/// expected count is below 5. Returns (statistic, degrees of freedom); an observation in a cell
-/// of probability 0 gives an infinite statistic.
-fn chi_square(observed: &HashMap<Vec<TokenId>, usize>, expected: &HashMap<Vec<TokenId>, f64>, n: usize) -> (f64, usize) {
-    for (k, &o) in observed {
-        if o > 0 && expected.get(k).copied().unwrap_or(0.0) <= 0.0 {
-            return (f64::INFINITY, 1);
-        }
-    }
-    let (mut stat, mut cells) = (0.0, 0usize);
-    let (mut pool_o, mut pool_e) = (0.0, 0.0);
-    for (k, &p) in expected {
-        let e = p * n as f64;
-        let o = observed.get(k).copied().unwrap_or(0) as f64;
-        if e >= 5.0 {
-            stat += (o - e).powi(2) / e;
-            cells += 1;
-        } else {
-            pool_o += o;
-            pool_e += e;
-        }
-    }
-    if pool_e > 0.0 {
-        stat += (pool_o - pool_e).powi(2) / pool_e;
-        cells += 1;
-    }
-    (stat, cells.saturating_sub(1).max(1))
-}
-
-/// Exact joint distribution of the first `len` emitted tokens under `cfg`.
-fn exact_joint(target: &mut ToyLm, prompt: &[TokenId], cfg: &GenerationConfig, len: usize) -> HashMap<Vec<TokenId>, f64> {
-    let mut dist: HashMap<Vec<TokenId>, f64> = HashMap::from([(vec![], 1.0)]);
-    for _ in 0..len {
-        let mut next = HashMap::new();
-        for (prefix, pr) in dist {
-            let mut ctx = prompt.to_vec();
-            ctx.extend_from_slice(&prefix);
-            target.reset_cache();
-            let out = target.forward(&ctx).unwrap();
-            let logits = eda_core::backend::to_vec_f32(out.logits.narrow(0, ctx.len() - 1, 1)).unwrap();
-            for (t, &p) in probabilities(&logits, cfg).unwrap().iter().enumerate() {
-                if p > 0.0 {
-                    let mut k = prefix.clone();
-                    k.push(t as TokenId);
-                    next.insert(k, pr * p as f64);
-                }
-            }
-        }
-        dist = next;
-    }
-    dist
-}
-
 /// Chi-square statistic and critical value of the first 3 emitted tokens over `n` seeds.
 fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize) -> (f64, f64) {
     distribution_test_with(strategy, temperature, top_p, mode, n, None)
@@ -326,7 +266,7 @@ fn distribution_test_with(
     };
     let prompt = vec![1, 3];
     let base = GenerationConfig { max_new_tokens: 4, temperature, top_p, seed: 0, stop_tokens: vec![] };
-    let expected = exact_joint(&mut target, &prompt, &base, 3);
+    let expected = exact_joint(&mut target, &prompt, &base, 3).unwrap();
     let mut observed: HashMap<Vec<TokenId>, usize> = HashMap::new();
     let mut accepted_any = 0;
     for seed in 0..n as u64 {
@@ -343,12 +283,14 @@ fn distribution_test_with(
         let outside = observed.iter().filter(|(k, _)| k.iter().any(|t| !ids.contains(t))).map(|(_, &c)| c).sum::<usize>();
         assert!(outside > n / 20, "{strategy:?}: tokens outside the draft vocabulary were (almost) never emitted ({outside})");
     }
-    let (stat, df) = chi_square(&observed, &expected, n);
+    let fit = pearson_map(&observed, &expected);
     eprintln!(
-        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}",
-        chi2_critical_001(df)
+        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {:.1} (df {}, critical {:.1}), accepted drafts {accepted_any}",
+        fit.statistic,
+        fit.df,
+        fit.critical_001()
     );
-    (stat, chi2_critical_001(df))
+    (fit.statistic, fit.critical_001())
 }
 
 const SAMPLES: usize = 6000;

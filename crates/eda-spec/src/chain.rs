@@ -115,10 +115,17 @@ impl ChainStrategy {
                         break;
                     }
                 },
-                Verify::Lossless => loop {
+                #[cfg(test)]
+                Verify::AcceptAll => {
+                    accepted = g;
+                    let p = probabilities(&row(&out.logits, g)?, cfg)?;
+                    bonus = sample(&p, &mut s.rng) as TokenId;
+                }
+                // Lossless (and, in tests, the deliberately broken bonus variants).
+                _ => loop {
                     let p = probabilities(&row(&out.logits, accepted)?, cfg)?;
                     if accepted == g {
-                        bonus = sample(&p, &mut s.rng) as TokenId;
+                        bonus = mode.bonus_from_p(&p, &out.logits, g - 1, cfg, &mut s.rng)?;
                         break;
                     }
                     let x = drafted[accepted] as usize;
@@ -136,12 +143,6 @@ impl ChainStrategy {
                     bonus = sample(&residual, &mut s.rng) as TokenId;
                     break;
                 },
-                #[cfg(test)]
-                Verify::AcceptAll => {
-                    accepted = g;
-                    let p = probabilities(&row(&out.logits, g)?, cfg)?;
-                    bonus = sample(&p, &mut s.rng) as TokenId;
-                }
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();
             s.record_depths(accepted, accepted < g);

@@ -13,13 +13,42 @@ use eda_core::{
     AttentionMask, DecodeMetrics, DraftModel, DraftOutput, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId,
 };
 
-/// How drafted tokens are verified. `AcceptAll` exists only to prove the statistical tests can
-/// fail: it accepts every drafted token (a lossy, broken verifier).
+/// How drafted tokens are verified. The test-only variants exist to prove that the statistical
+/// tests can fail: each is a lossy, broken verifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verify {
     Lossless,
+    /// Accepts every drafted token.
     #[cfg(test)]
     AcceptAll,
+    /// Lossless, except that the token after a fully accepted chain or at a tree node without
+    /// children is the argmax of the target's `p` there instead of a sample.
+    #[cfg(test)]
+    BonusArgmax,
+    /// Lossless, except that the token after a fully accepted chain or at a tree node without
+    /// children is sampled from the target's distribution one row early (the parent's), an
+    /// off-by-one row.
+    #[cfg(test)]
+    BonusFromParent,
+}
+
+impl Verify {
+    /// The token after a fully accepted chain or at a tree node without children: a sample of
+    /// the target's distribution `p` at that node. `parent` is the verified row before it, read
+    /// only by the test-only broken verifiers (with `logits` and `cfg`).
+    #[cfg_attr(not(test), allow(unused_variables))]
+    pub fn bonus_from_p(self, p: &[f32], logits: &Tensor<2>, parent: usize, cfg: &GenerationConfig, rng: &mut EdaRng) -> Result<TokenId> {
+        #[cfg(test)]
+        match self {
+            Verify::BonusArgmax => return Ok(eda_core::sampling::argmax(p) as TokenId),
+            Verify::BonusFromParent => {
+                let q = eda_core::sampling::probabilities(&row(logits, parent)?, cfg)?;
+                return Ok(eda_core::sampling::sample(&q, rng) as TokenId);
+            }
+            Verify::Lossless | Verify::AcceptAll => {}
+        }
+        Ok(eda_core::sampling::sample(p, rng) as TokenId)
+    }
 }
 
 pub use eda_core::generate::CommitCallback;

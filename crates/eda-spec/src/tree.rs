@@ -286,7 +286,20 @@ impl TreeStrategy {
                         }
                     }
                 },
-                Verify::Lossless => 'outer: loop {
+                #[cfg(test)]
+                Verify::AcceptAll => loop {
+                    let node = *path.last().expect("path starts at the root");
+                    match children[node].first() {
+                        Some(&c) => path.push(c),
+                        None => {
+                            let p = probabilities(&row(&out.logits, node)?, cfg)?;
+                            bonus = sample(&p, &mut s.rng) as TokenId;
+                            break;
+                        }
+                    }
+                },
+                // Lossless (and, in tests, the deliberately broken bonus variants).
+                _ => 'outer: loop {
                     let node = *path.last().expect("path starts at the root");
                     let mut p = probabilities(&row(&out.logits, node)?, cfg)?;
                     for &c in &children[node] {
@@ -299,21 +312,15 @@ impl TreeStrategy {
                         p[x] = 0.0;
                         normalize(&mut p);
                     }
-                    // Every child rejected (residual) or no children (plain p).
-                    bonus = sample(&p, &mut s.rng) as TokenId;
+                    bonus = if children[node].is_empty() {
+                        // No children: plain p at this node.
+                        let parent = path.len().checked_sub(2).map_or(node, |i| path[i]);
+                        mode.bonus_from_p(&p, &out.logits, parent, cfg, &mut s.rng)?
+                    } else {
+                        // Every child rejected: the residual.
+                        sample(&p, &mut s.rng) as TokenId
+                    };
                     break;
-                },
-                #[cfg(test)]
-                Verify::AcceptAll => loop {
-                    let node = *path.last().expect("path starts at the root");
-                    match children[node].first() {
-                        Some(&c) => path.push(c),
-                        None => {
-                            let p = probabilities(&row(&out.logits, node)?, cfg)?;
-                            bonus = sample(&p, &mut s.rng) as TokenId;
-                            break;
-                        }
-                    }
                 },
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();

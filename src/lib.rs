@@ -5,10 +5,10 @@
 //!
 //! | module | crate | what it does |
 //! |---|---|---|
-//! | [`core`] | `eda-core` | traits (`TargetModel`, `DraftModel`, `Regenerator`, `SampleSelector`, `DecodingStrategy`, `Trainer`), errors, masks, trees, shards, metrics |
+//! | [`core`] | `eda-core` | traits (`TargetModel`, `DraftModel`, `Regenerator`, `SampleSelector`, `DecodingStrategy`), errors, masks, trees, shards, metrics |
 //! | [`models`] | `eda-models` | Qwen2/Qwen2.5 and Llama targets in burn, loaded from HF checkpoints |
 //! | [`draft`] | `eda-draft` | the decoupled EDA draft (EAGLE layer with shared/private experts) |
-//! | [`train`] | `eda-train` | stage-1 / stage-2 training loop |
+//! | [`train`] | `eda-train` | stage-1 / stage-2 training loop (`DraftTrainer`) |
 //! | [`spec`] | `eda-spec` | chain and EAGLE-2 tree speculative decoding, lossless verification, metrics |
 //! | [`regen`] | `eda-regen` | data regeneration with the fine-tuned target |
 //! | [`select`] | `eda-select` | Mahalanobis sample selection |

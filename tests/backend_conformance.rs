@@ -20,12 +20,13 @@ use burn::tensor::{Device, Tensor, TensorData};
 use eda_core::backend::{compiled_gpu_backends, device_from_name, to_vec_f32};
 use eda_core::data::FeatureSample;
 use eda_core::generate::generate_autoregressive;
-use eda_core::sampling::{probabilities, seeded_rng};
-use eda_core::{AttentionMask, DecodingStrategy, DraftModel, GenerationConfig, TargetModel, TokenId, TokenTree, Trainer};
+use eda_core::sampling::seeded_rng;
+use eda_core::{AttentionMask, DecodingStrategy, DraftModel, GenerationConfig, TargetModel, TokenId, TokenTree};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::{CausalLm, ModelConfig, Target};
 use eda_select::{FeatureStats, FitConfig, MahalanobisSelector, ScoreConfig};
 use eda_spec::{ChainStrategy, LmDraft, TreeStrategy};
+use eda_testkit::{exact_joint, pearson_map};
 use eda_train::batch::build_batch;
 use eda_train::checkpoint::param_values;
 use eda_train::loss::compute_loss;
@@ -442,9 +443,10 @@ fn greedy_speculative_decoding_on_device_is_exact() {
         let mut cpu_target = Target::from_pretrained(&dir, &cpu()).unwrap();
         assert_eq!(reference.tokens, generate_autoregressive(&mut cpu_target, &prompt, &gen).unwrap().tokens);
         for (name, draft) in drafts.iter_mut() {
-            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, draft.as_mut(), &prompt, &gen).unwrap();
+            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, Some(draft.as_mut()), &prompt, &gen).unwrap();
             assert_eq!(chain.tokens, reference.tokens, "chain / {name} on {gpu_name}");
-            let tree = TreeStrategy { depth: 3, top_k: 3, total_tokens: 10 }.generate(&mut target, draft.as_mut(), &prompt, &gen).unwrap();
+            let tree =
+                TreeStrategy { depth: 3, top_k: 3, total_tokens: 10 }.generate(&mut target, Some(draft.as_mut()), &prompt, &gen).unwrap();
             assert_eq!(tree.tokens, reference.tokens, "tree / {name} on {gpu_name}");
             assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
             if *name == "self" {
@@ -454,58 +456,6 @@ fn greedy_speculative_decoding_on_device_is_exact() {
         }
         eprintln!("greedy chain/tree on {gpu_name}: identical to autoregressive ({} tokens)", reference.tokens.len());
     }
-}
-
-/// Chi-square critical value at significance 0.001 (Wilson–Hilferty approximation).
-fn chi2_critical_001(df: usize) -> f64 {
-    let k = df as f64;
-    let z = 3.090_232;
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-/// Exact joint distribution of the first `len` tokens sampled from `target` after `prompt`.
-fn exact_joint(target: &mut Target, prompt: &[TokenId], cfg: &GenerationConfig, len: usize) -> HashMap<Vec<TokenId>, f64> {
-    let mut dist: HashMap<Vec<TokenId>, f64> = HashMap::from([(vec![], 1.0)]);
-    for _ in 0..len {
-        let mut next = HashMap::new();
-        for (prefix, pr) in dist {
-            let ctx: Vec<TokenId> = prompt.iter().chain(&prefix).copied().collect();
-            target.reset_cache();
-            let out = target.forward(&ctx).unwrap();
-            let logits = to_vec_f32(out.logits.narrow(0, ctx.len() - 1, 1)).unwrap();
-            for (t, &p) in probabilities(&logits, cfg).unwrap().iter().enumerate() {
-                if p > 0.0 {
-                    next.insert(prefix.iter().copied().chain([t as TokenId]).collect::<Vec<_>>(), pr * p as f64);
-                }
-            }
-        }
-        dist = next;
-    }
-    target.reset_cache();
-    dist
-}
-
-/// Pearson chi-square, pooling cells with expected count < 5; `(statistic, df)`.
-fn chi_square(observed: &HashMap<Vec<TokenId>, usize>, expected: &HashMap<Vec<TokenId>, f64>, n: usize) -> (f64, usize) {
-    if observed.keys().any(|k| expected.get(k).copied().unwrap_or(0.0) <= 0.0) {
-        return (f64::INFINITY, 1);
-    }
-    let (mut stat, mut cells, mut pool_o, mut pool_e) = (0.0, 0usize, 0.0, 0.0);
-    for (k, &p) in expected {
-        let (e, o) = (p * n as f64, observed.get(k).copied().unwrap_or(0) as f64);
-        if e >= 5.0 {
-            stat += (o - e).powi(2) / e;
-            cells += 1;
-        } else {
-            pool_o += o;
-            pool_e += e;
-        }
-    }
-    if pool_e > 0.0 {
-        stat += (pool_o - pool_e).powi(2) / pool_e;
-        cells += 1;
-    }
-    (stat, cells.saturating_sub(1).max(1))
 }
 
 /// A tiny random Qwen2 target with an 8-token vocabulary and a draft that differs from it only
@@ -535,7 +485,7 @@ fn speculative_sampling_on_device_matches_target_distribution() {
         let mut draft = LmDraft::new(Box::new(Target::from_pretrained(&ddir, &gpu).unwrap()));
         let prompt = vec![1u32, 3];
         let base = GenerationConfig { max_new_tokens: 3, temperature: 1.0, top_p: 1.0, seed: 0, stop_tokens: vec![] };
-        let expected = exact_joint(&mut target, &prompt, &base, 3);
+        let expected = exact_joint(&mut target, &prompt, &base, 3).unwrap();
         for (sname, mut strategy) in [
             ("chain", Box::new(ChainStrategy { gamma: 2 }) as Box<dyn DecodingStrategy>),
             ("tree", Box::new(TreeStrategy { depth: 2, top_k: 2, total_tokens: 6 })),
@@ -545,15 +495,15 @@ fn speculative_sampling_on_device_matches_target_distribution() {
             let mut accepted = 0;
             for seed in 0..N as u64 {
                 let cfg = GenerationConfig { seed: seed * 7919 + 1, ..base.clone() };
-                let out = strategy.generate(&mut target, &mut draft, &prompt, &cfg).unwrap();
+                let out = strategy.generate(&mut target, Some(&mut draft), &prompt, &cfg).unwrap();
                 assert_eq!(out.tokens.len(), 3);
                 accepted += out.metrics.accepted_per_depth.iter().sum::<usize>();
                 // Every emitted token, including the bonus token after full acceptance.
                 *observed.entry(out.tokens.clone()).or_default() += 1;
             }
             assert!(accepted > N / 5, "{sname} on {gpu_name}: too few accepted drafts ({accepted})");
-            let (stat, df) = chi_square(&observed, &expected, N);
-            let crit = chi2_critical_001(df);
+            let fit = pearson_map(&observed, &expected);
+            let (stat, df, crit) = (fit.statistic, fit.df, fit.critical_001());
             eprintln!(
                 "{sname} sampling on {gpu_name}: chi2 {stat:.1} (df {df}, critical {crit:.1}), {accepted} drafts accepted, {:.1}s",
                 start.elapsed().as_secs_f64()

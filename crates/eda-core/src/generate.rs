@@ -12,10 +12,38 @@ use crate::backend::to_vec_f32;
 use crate::sampling::{next_token, seeded_rng, EdaRng};
 use crate::{DecodeMetrics, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 
+/// Callback invoked after every commit with the newly emitted tokens and the running metrics
+/// (for live printing).
+pub type CommitCallback<'a> = &'a mut dyn FnMut(&[TokenId], &DecodeMetrics);
+
 /// Generates up to `cfg.max_new_tokens` tokens after `prompt`, one target forward per token.
 /// The cache is reset first. Generation stops after emitting a stop token.
+///
+/// This is the one implementation of plain autoregressive decoding: the regeneration pipeline,
+/// batched generation and the autoregressive decoding strategy of `eda-spec` all run it.
 pub fn generate_autoregressive(target: &mut dyn TargetModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<GenerationOutput> {
-    generate_one(target, prompt, cfg)
+    generate_one(target, prompt, cfg, None)
+}
+
+/// [`generate_autoregressive`], calling `on_commit(&[token], metrics)` after every emitted
+/// token with the running metrics (`new_tokens`, `target_forwards`, seconds so far).
+///
+/// ```
+/// # use eda_core::{generate::generate_autoregressive_streaming, GenerationConfig, TargetModel};
+/// # fn f(target: &mut dyn TargetModel) -> eda_core::Result<()> {
+/// let mut seen = Vec::new();
+/// let cfg = GenerationConfig { max_new_tokens: 8, ..GenerationConfig::greedy() };
+/// let out = generate_autoregressive_streaming(target, &[1, 2], &cfg, &mut |new, _| seen.extend_from_slice(new))?;
+/// assert_eq!(seen, out.tokens);
+/// # Ok(()) }
+/// ```
+pub fn generate_autoregressive_streaming(
+    target: &mut dyn TargetModel,
+    prompt: &[TokenId],
+    cfg: &GenerationConfig,
+    on_commit: CommitCallback<'_>,
+) -> Result<GenerationOutput> {
+    generate_one(target, prompt, cfg, Some(on_commit))
 }
 
 /// [`generate_autoregressive`] for any (possibly unsized) target; used by the default
@@ -24,10 +52,11 @@ pub(crate) fn generate_one<T: TargetModel + ?Sized>(
     target: &mut T,
     prompt: &[TokenId],
     cfg: &GenerationConfig,
+    on_commit: Option<CommitCallback<'_>>,
 ) -> Result<GenerationOutput> {
     let max_pos = target.info().max_position_embeddings;
     let mut decoder = SingleDecoder { target };
-    let mut out = generate_batch_with(&mut decoder, max_pos, &[prompt], std::slice::from_ref(cfg))?;
+    let mut out = decode_loop(&mut decoder, max_pos, &[prompt], std::slice::from_ref(cfg), on_commit)?;
     out.pop().ok_or_else(|| EdaError::InvalidArgument("generation produced no output".into()))
 }
 
@@ -39,7 +68,7 @@ pub(crate) fn generate_each<T: TargetModel + ?Sized>(
     cfgs: &[GenerationConfig],
 ) -> Result<Vec<GenerationOutput>> {
     check_batch(prompts.len(), cfgs.len())?;
-    prompts.iter().zip(cfgs).map(|(p, c)| generate_one(target, p, c)).collect()
+    prompts.iter().zip(cfgs).map(|(p, c)| generate_one(target, p, c, None)).collect()
 }
 
 fn check_batch(prompts: usize, cfgs: usize) -> Result<()> {
@@ -117,6 +146,30 @@ pub fn generate_batch_with<P: AsRef<[TokenId]>>(
     prompts: &[P],
     cfgs: &[GenerationConfig],
 ) -> Result<Vec<GenerationOutput>> {
+    decode_loop(decoder, max_positions, prompts, cfgs, None)
+}
+
+/// Running metrics of a sequence (also its final metrics once it finished).
+fn seq_metrics(s: &Seq, seconds: f64) -> DecodeMetrics {
+    // The prefill emitted the first token, so plain decoding has τ = 1.
+    DecodeMetrics {
+        target_forwards: s.steps + 1,
+        new_tokens: s.tokens.len(),
+        wall_seconds: seconds,
+        target_seconds: seconds,
+        ..DecodeMetrics::default()
+    }
+}
+
+/// The loop of [`generate_batch_with`]; `on_commit` (single-sequence streaming) is called after
+/// every token of every sequence.
+fn decode_loop<P: AsRef<[TokenId]>>(
+    decoder: &mut dyn BatchDecoder,
+    max_positions: usize,
+    prompts: &[P],
+    cfgs: &[GenerationConfig],
+    mut on_commit: Option<CommitCallback<'_>>,
+) -> Result<Vec<GenerationOutput>> {
     check_batch(prompts.len(), cfgs.len())?;
     for (p, c) in prompts.iter().zip(cfgs) {
         c.validate()?;
@@ -158,6 +211,9 @@ pub fn generate_batch_with<P: AsRef<[TokenId]>>(
             if s.tokens.len() < cfg.max_new_tokens && n + s.tokens.len() < max_positions {
                 let t = next_token(&s.logits, cfg, &mut s.rng)?;
                 s.tokens.push(t);
+                if let Some(cb) = on_commit.as_mut() {
+                    cb(&[t], &seq_metrics(s, start.elapsed().as_secs_f64()));
+                }
                 more = !(cfg.stop_tokens.contains(&t) || s.tokens.len() == cfg.max_new_tokens || n + s.tokens.len() >= max_positions);
                 if more {
                     next_seqs.push(i);
@@ -184,14 +240,7 @@ pub fn generate_batch_with<P: AsRef<[TokenId]>>(
     Ok(seqs
         .into_iter()
         .map(|s| {
-            // The prefill emitted the first token, so plain decoding has τ = 1.
-            let metrics = DecodeMetrics {
-                target_forwards: s.steps + 1,
-                new_tokens: s.tokens.len(),
-                wall_seconds: s.finished_at,
-                target_seconds: s.finished_at,
-                ..DecodeMetrics::default()
-            };
+            let metrics = seq_metrics(&s, s.finished_at);
             GenerationOutput { tokens: s.tokens, metrics }
         })
         .collect())

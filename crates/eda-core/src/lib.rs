@@ -13,7 +13,12 @@
 //! | data regeneration | [`Regenerator`] | `eda-regen` |
 //! | sample selection | [`SampleSelector`] | `eda-select` (Mahalanobis) |
 //! | speculative decoding strategy | [`DecodingStrategy`] | `eda-spec` (chain, EAGLE-2 tree) |
-//! | training loop | [`Trainer`] | `eda-train` |
+//!
+//! Training has no trait here: there is one training loop, `eda_train::DraftTrainer`, and the
+//! seam that varies is *what* it trains (generic over `eda_train::TrainableDraft`, the EDA draft
+//! or a test stand-in). Every caller (the CLI, the demo pipeline, tests) needs the loop's own
+//! options (progress, resume policy, stopping early) and nothing is generic over training loops,
+//! so a `Trainer` trait would be an interface with one implementation and no user.
 //!
 //! Tensors are [burn](https://docs.rs/burn) 0.22 tensors: their backend is carried by their
 //! [`Device`](burn::tensor::Device) (see [`backend`]), so no trait here has a backend type
@@ -50,8 +55,8 @@ pub use error::{EdaError, Result};
 pub use mask::AttentionMask;
 pub use metrics::{predicted_speedup, DecodeMetrics};
 pub use traits::{
-    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, ModelInfo, Regenerator, SampleSelector, Selection, TargetModel, TargetOutput,
-    TrainReport, Trainer,
+    DecodingStrategy, DraftInfo, DraftModel, DraftOutput, GeneratorRecord, ModelInfo, Regenerator, SampleSelector, Selection, TargetModel,
+    TargetOutput,
 };
 pub use tree::TokenTree;
 pub use types::{GenerationConfig, GenerationOutput, TokenId};

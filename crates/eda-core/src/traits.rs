@@ -250,10 +250,53 @@ pub trait DraftModel {
     ) -> Result<DraftOutput>;
 }
 
-/// Produces responses to prompts with a (fine-tuned) target: the first half of data regeneration.
+/// Where the responses of regenerated data come from; recorded with the data (the regeneration
+/// manifest) and compared when a run resumes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum GeneratorRecord {
+    /// The local target.
+    Local,
+    /// An OpenAI-compatible server.
+    OpenAi {
+        /// Server base URL.
+        base_url: String,
+        /// Served model name.
+        model: String,
+    },
+    /// No generation (the dataset's own responses are used).
+    None,
+}
+
+/// Produces responses to prompts with the (fine-tuned) target: the first half of data
+/// regeneration. The second half, recording the target's hidden states over prompt + response,
+/// always runs on the local target.
+///
+/// The local target is lent to every call, as a [`DecodingStrategy`] receives its models: a local
+/// regenerator answers with it (so answers and features come from the same weights); a remote one
+/// (an inference server serving the same model) does not need it.
 pub trait Regenerator {
-    /// Generates a response (prompt excluded) for an already tokenised prompt.
-    fn regenerate(&mut self, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>>;
+    /// Where the responses come from (recorded with the data).
+    fn record(&self) -> GeneratorRecord;
+
+    /// Generates a response (prompt excluded) for an already tokenised prompt. The target's KV
+    /// cache is left in an unspecified state.
+    fn regenerate(&mut self, target: &mut dyn TargetModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>>;
+
+    /// Responses to several prompts, each with its own configuration, in order: response `i`
+    /// equals [`regenerate`](Self::regenerate) of prompt `i` with `cfgs[i]`. The default answers
+    /// one prompt at a time; [`EdaError::Mismatch`] when the lengths differ.
+    fn regenerate_batch(
+        &mut self,
+        target: &mut dyn TargetModel,
+        prompts: &[Vec<TokenId>],
+        cfgs: &[GenerationConfig],
+    ) -> Result<Vec<Vec<TokenId>>> {
+        if prompts.len() != cfgs.len() {
+            return Err(EdaError::mismatch("generation configs (one per prompt)", prompts.len(), cfgs.len()));
+        }
+        prompts.iter().zip(cfgs).map(|(p, c)| self.regenerate(target, p, c)).collect()
+    }
 }
 
 /// A ranked subset of samples.
@@ -294,39 +337,19 @@ pub trait SampleSelector {
     }
 }
 
-/// A speculative (or plain) decoding strategy over a target and a draft.
+/// A speculative (or plain) decoding strategy over a target and, when it drafts, a draft.
+///
+/// Strategies that draft fail with [`EdaError::InvalidArgument`] when `draft` is `None`; plain
+/// autoregressive decoding needs none (and ignores one if given), so a caller without a draft
+/// passes `None` rather than a stand-in model.
 pub trait DecodingStrategy {
-    /// Generates a continuation of `prompt`. Implementations reset both caches first.
+    /// Generates a continuation of `prompt`. Implementations reset the caches of the models they
+    /// use first.
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput>;
-}
-
-/// Summary of a training run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrainReport {
-    /// Optimiser steps taken in total (including steps before a resume).
-    pub steps: usize,
-    /// Loss of the last step.
-    pub final_loss: f64,
-    /// Top-1 agreement of draft and target on the last step's masked tokens.
-    pub final_top1: f64,
-    /// Tokens processed in this process.
-    pub tokens: usize,
-    /// Wall-clock seconds spent in this process.
-    pub seconds: f64,
-    /// Trainable parameters.
-    pub trainable_params: usize,
-    /// All parameters of the model being trained.
-    pub total_params: usize,
-}
-
-/// A training loop over precomputed feature samples.
-pub trait Trainer {
-    /// Trains on `data` until the configured number of steps; resumes from a checkpoint if one exists.
-    fn train(&mut self, data: &[FeatureSample]) -> Result<TrainReport>;
 }

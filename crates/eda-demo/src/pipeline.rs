@@ -24,13 +24,15 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
 use eda_core::data::{read_shard, FeatureDType, FeatureSample};
-use eda_core::{EdaError, GenerationConfig, Result, SampleSelector, TargetModel, TokenId, TrainReport, Trainer};
+use eda_core::{EdaError, GenerationConfig, Result, SampleSelector, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::{CausalLm, ModelConfig, Target};
-use eda_regen::{regenerate_dataset, ChatTemplate, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE};
+use eda_regen::{
+    regenerate_dataset, ChatTemplate, LocalRegenerator, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE,
+};
 use eda_select::{FeatureStats, FitConfig, MahalanobisSelector, RandomSelector, ScoreConfig};
 use eda_spec::EvalReport;
-use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig};
+use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig, TrainReport};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
@@ -202,7 +204,7 @@ fn featurise(
             batch_size: eda_regen::DEFAULT_BATCH_SIZE,
             allow_changed_inputs: false,
         };
-        let summary = regenerate_dataset(target, tokenizer, prompts, &rc, None, dir)?;
+        let summary = regenerate_dataset(target, tokenizer, prompts, &rc, &mut LocalRegenerator, dir)?;
         tracing::info!(
             label,
             new = summary.new_samples,
@@ -309,7 +311,7 @@ fn evaluate_cached(
             seed: cfg.seed,
             ..GenerationConfig::greedy()
         };
-        let report = eda_spec::evaluate(target, &mut session, &mut strategy, prompts, &gen)?;
+        let report = eda_spec::evaluate(target, Some(&mut session), &mut strategy, prompts, &gen)?;
         report.write_json(path)?;
     }
     log.record(label, ran);

@@ -24,11 +24,14 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use eda_core::data::{read_shard, FeatureDType, FeatureSample};
-use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId, Trainer};
+use eda_core::generate::generate_autoregressive;
+use eda_core::{predicted_speedup, DecodeMetrics, DecodingStrategy, EdaError, GenerationConfig, Result, TargetModel, TokenId};
 use eda_draft::{DraftSession, EdaDraft, EdaDraftConfig};
 use eda_models::Target;
-use eda_regen::{regenerate_dataset, ChatTemplate, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE};
-use eda_spec::{tau_per_cycle, Autoregressive, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_regen::{
+    regenerate_dataset, ChatTemplate, LocalRegenerator, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE,
+};
+use eda_spec::{tau_per_cycle, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
 use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig};
 
 use crate::corpora::{split, Domain};
@@ -224,7 +227,7 @@ pub struct RealResults {
     /// Tokens the draft trained on per epoch.
     pub train_tokens: usize,
     /// Draft training report.
-    pub train: eda_core::TrainReport,
+    pub train: eda_train::TrainReport,
     /// Seconds per stage: `regenerate`, `train`, `eval`.
     pub stage_seconds: Vec<(String, f64)>,
     /// Every evaluated cell.
@@ -290,7 +293,7 @@ fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cf
             batch_size: cfg.regen_batch_size,
             allow_changed_inputs: false,
         };
-        let summary = regenerate_dataset(target, tok, prompts, &rc, None, dir)?;
+        let summary = regenerate_dataset(target, tok, prompts, &rc, &mut LocalRegenerator, dir)?;
         tracing::info!(new = summary.new_samples, response_tokens = summary.response_tokens, seconds = summary.seconds, "regenerated");
     }
     let manifest = Manifest::load(&manifest_path)?;
@@ -302,7 +305,7 @@ fn regenerate(target: &mut Target, tok: &Tokenizer, prompts: &[PromptRecord], cf
 }
 
 /// Trains (resuming) or loads the stage-1 draft.
-fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, device: &Device) -> Result<(EdaDraft, eda_core::TrainReport)> {
+fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, device: &Device) -> Result<(EdaDraft, eda_train::TrainReport)> {
     let dir = cfg.out.join("draft");
     let report_path = dir.join("report.json");
     let draft_dir = dir.join("draft");
@@ -342,7 +345,7 @@ fn train_stage1(target: &Target, data: &[FeatureSample], cfg: &RealConfig, devic
         let report = trainer.train(data)?;
         eda_core::io::write_json(&report_path, &report)?;
     }
-    let report: eda_core::TrainReport = eda_core::io::read_json(&report_path)?;
+    let report: eda_train::TrainReport = eda_core::io::read_json(&report_path)?;
     Ok((EdaDraft::load(&draft_dir, emb, head, device)?, report))
 }
 
@@ -367,10 +370,10 @@ fn evaluate_domain(
 ) -> Result<Vec<RealRow>> {
     let mut cells: Vec<Cell> = strategies.iter().map(|_| Cell::default()).collect();
     for (i, prompt) in prompts.iter().enumerate() {
-        let ar = Autoregressive.generate(target, draft, prompt, gen)?;
+        let ar = generate_autoregressive(target, prompt, gen)?;
         for (s, cell) in strategies.iter().zip(cells.iter_mut()) {
             let mut s = *s;
-            let out = s.generate(target, draft, prompt, gen)?;
+            let out = s.generate(target, Some(&mut *draft), prompt, gen)?;
             cell.matches += usize::from(out.tokens == ar.tokens);
             cell.prompts += 1;
             cell.metrics.merge(&out.metrics);
@@ -477,8 +480,8 @@ pub fn run_real(cfg: &RealConfig) -> Result<RealResults> {
         if let Some(r) = ev.first() {
             let p = encode(&tokenizer, &render(r))?;
             let warm = GenerationConfig { max_new_tokens: 4, ..gen.clone() };
-            Autoregressive.generate(&mut target, &mut session, &p, &warm)?;
-            ChainStrategy { gamma: 2 }.generate(&mut target, &mut session, &p, &warm)?;
+            generate_autoregressive(&mut target, &p, &warm)?;
+            ChainStrategy { gamma: 2 }.generate(&mut target, Some(&mut session), &p, &warm)?;
         }
     }
     let mut rows = Vec::new();

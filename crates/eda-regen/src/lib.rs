@@ -14,8 +14,8 @@
 //!   OpenAI-compatible `/v1/completions` server, answers re-tokenised locally);
 //! - [`pipeline`]: [`regenerate_dataset`], shards, [`Manifest`], resume.
 //!
-//! Prompts are processed in batches of [`RegenConfig::batch_size`]: the local target generates a
-//! batch together ([`TargetModel::generate_batch`](eda_core::TargetModel::generate_batch),
+//! Prompts are processed in batches of [`RegenConfig::batch_size`]: the local target
+//! ([`LocalRegenerator`]) generates a batch together ([`TargetModel::generate_batch`](eda_core::TargetModel::generate_batch),
 //! per-sequence KV caches, finished answers leave the batch) and featurises it with one
 //! teacher-forced pass ([`extract_features_batch`]); outputs do not depend on the batch size.
 //! CPU-side work that does not need the model, i.e. chat rendering and tokenisation of every

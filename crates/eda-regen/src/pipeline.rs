@@ -28,6 +28,8 @@ use std::time::Instant;
 use eda_core::backend::to_vec_f32;
 use eda_core::data::{FeatureDType, FeatureSample};
 use eda_core::{EdaError, GenerationConfig, ModelInfo, Regenerator, Result, TargetModel, TokenId};
+
+pub use eda_core::GeneratorRecord;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -35,7 +37,6 @@ use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
 use crate::prompts::{PromptRecord, Role};
-use crate::regenerator::OpenAiRegenerator;
 use crate::template::{encode, join_with_mask, ChatTemplate};
 
 /// Name of the manifest file in the output directory.
@@ -63,23 +64,6 @@ pub enum OverflowPolicy {
     /// Keep the *last* `max_len - 1` prompt tokens (the assistant header survives) and cut the
     /// response's tail so the whole sequence fits.
     Truncate,
-}
-
-/// Which generator produced the responses (recorded in the manifest; compared on resume).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum GeneratorRecord {
-    /// The local target.
-    Local,
-    /// An OpenAI-compatible server.
-    OpenAi {
-        /// Server base URL.
-        base_url: String,
-        /// Served model name.
-        model: String,
-    },
-    /// No generation ([`RegenMode::Original`]).
-    None,
 }
 
 /// Settings of a regeneration run.
@@ -342,8 +326,11 @@ enum Outcome {
 }
 
 /// Regenerates (or, in [`RegenMode::Original`], re-encodes) `prompts` into shards under `out_dir`,
-/// resuming from an existing manifest. `remote`, when given in regenerated mode, generates the
-/// responses instead of the local target (hidden states still come from `target`).
+/// resuming from an existing manifest. In regenerated mode `regenerator` answers the prompts:
+/// [`LocalRegenerator`](crate::LocalRegenerator) with `target` itself, or a remote one such as
+/// [`OpenAiRegenerator`](crate::OpenAiRegenerator); hidden states always come from `target`. The
+/// manifest records [`Regenerator::record`] (in original mode, [`GeneratorRecord::None`], and
+/// `regenerator` is not used).
 ///
 /// Errors: [`EdaError::InvalidConfig`] on a settings mismatch with an existing manifest or bad
 /// settings, [`EdaError::Tokenizer`] when the template's end token is missing, plus any error of
@@ -354,7 +341,7 @@ pub fn regenerate_dataset(
     tokenizer: &Tokenizer,
     prompts: &[PromptRecord],
     cfg: &RegenConfig,
-    mut remote: Option<&mut OpenAiRegenerator>,
+    regenerator: &mut dyn Regenerator,
     out_dir: &Path,
 ) -> Result<RegenSummary> {
     let start = Instant::now();
@@ -385,12 +372,9 @@ pub fn regenerate_dataset(
             generation.stop_tokens.push(t);
         }
     }
-    let generator = match (cfg.mode, &remote) {
-        (RegenMode::Original, _) => GeneratorRecord::None,
-        (RegenMode::Regenerated, None) => GeneratorRecord::Local,
-        (RegenMode::Regenerated, Some(r)) => {
-            GeneratorRecord::OpenAi { base_url: r.settings().base_url.clone(), model: r.settings().model.clone() }
-        }
+    let generator = match cfg.mode {
+        RegenMode::Original => GeneratorRecord::None,
+        RegenMode::Regenerated => regenerator.record(),
     };
     let settings = RegenSettings {
         target: info.clone(),
@@ -496,7 +480,7 @@ pub fn regenerate_dataset(
     let batches = prepared.len().div_ceil(cfg.batch_size);
     for (b, chunk) in prepared.chunks(cfg.batch_size).enumerate() {
         let batch_start = Instant::now();
-        let outcomes = process_batch(target, chunk, cfg, &generation, max_len, remote.as_deref_mut())?;
+        let outcomes = process_batch(target, chunk, cfg, &generation, max_len, &mut *regenerator)?;
         let (mut batch_new, mut batch_tokens) = (0usize, 0usize);
         // Outcomes are consumed in dataset order, so shards split exactly as one-by-one.
         for (p, outcome) in chunk.iter().zip(outcomes) {
@@ -631,8 +615,9 @@ struct Ready {
     room: usize,
 }
 
-/// Handles one chunk of prompts: overflow rules, responses (one batched local generation, or
-/// the server / reference answers one by one), then one batched teacher-forced pass. Outcomes
+/// Handles one chunk of prompts: overflow rules, responses (one
+/// [`Regenerator::regenerate_batch`] call, or the reference answers), then one batched
+/// teacher-forced pass. Outcomes
 /// come back in chunk order and equal processing each prompt alone.
 fn process_batch(
     target: &mut dyn TargetModel,
@@ -640,7 +625,7 @@ fn process_batch(
     cfg: &RegenConfig,
     generation: &GenerationConfig,
     max_len: usize,
-    remote: Option<&mut OpenAiRegenerator>,
+    regenerator: &mut dyn Regenerator,
 ) -> Result<Vec<Outcome>> {
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(chunk.len());
     let mut ready: Vec<Option<Ready>> = Vec::with_capacity(chunk.len());
@@ -662,8 +647,8 @@ fn process_batch(
         ..generation.clone()
     };
     let mut responses: Vec<Option<Vec<TokenId>>> = vec![None; chunk.len()];
-    match (cfg.mode, remote) {
-        (RegenMode::Original, _) => {
+    match cfg.mode {
+        RegenMode::Original => {
             for (i, p) in chunk.iter().enumerate() {
                 if ready[i].is_some() {
                     match &p.reference_ids {
@@ -673,24 +658,17 @@ fn process_batch(
                 }
             }
         }
-        (RegenMode::Regenerated, Some(server)) => {
-            for (i, p) in chunk.iter().enumerate() {
-                if let Some(r) = &ready[i] {
-                    responses[i] = Some(server.regenerate(&r.prompt, &gen_cfg(p, r))?);
-                }
-            }
-        }
-        (RegenMode::Regenerated, None) => {
+        RegenMode::Regenerated => {
             let idx: Vec<usize> = (0..chunk.len()).filter(|&i| ready[i].is_some()).collect();
             if !idx.is_empty() {
                 let prompts: Vec<Vec<TokenId>> = idx.iter().filter_map(|&i| ready[i].as_ref().map(|r| r.prompt.clone())).collect();
                 let cfgs: Vec<GenerationConfig> = idx.iter().filter_map(|&i| ready[i].as_ref().map(|r| gen_cfg(&chunk[i], r))).collect();
-                let outs = target.generate_batch(&prompts, &cfgs)?;
+                let outs = regenerator.regenerate_batch(target, &prompts, &cfgs)?;
                 if outs.len() != idx.len() {
                     return Err(EdaError::mismatch("generations (one per prompt)", idx.len(), outs.len()));
                 }
                 for (&i, out) in idx.iter().zip(outs) {
-                    responses[i] = Some(out.tokens);
+                    responses[i] = Some(out);
                 }
             }
         }

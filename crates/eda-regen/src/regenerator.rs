@@ -3,35 +3,44 @@
 use std::time::Duration;
 
 use eda_core::generate::generate_autoregressive;
-use eda_core::{EdaError, GenerationConfig, Regenerator, Result, TargetModel, TokenId};
+use eda_core::{EdaError, GenerationConfig, GeneratorRecord, Regenerator, Result, TargetModel, TokenId};
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-/// Generates with the local target by plain autoregressive decoding
-/// ([`generate_autoregressive`]): greedy or sampled per the [`GenerationConfig`], stopping after
-/// a stop token. Generation is sequential (one KV cache per model instance).
+/// Generates with the local target (the one the pipeline records features from) by plain
+/// autoregressive decoding ([`generate_autoregressive`]): greedy or sampled per the
+/// [`GenerationConfig`], stopping after a stop token. A batch of prompts is decoded together
+/// with [`TargetModel::generate_batch`] (the same answers as one at a time).
 ///
 /// ```no_run
 /// # fn f(target: &mut dyn eda_core::TargetModel) -> eda_core::Result<()> {
 /// use eda_core::{GenerationConfig, Regenerator};
-/// let mut regen = eda_regen::LocalRegenerator::new(target);
-/// let response = regen.regenerate(&[1, 2, 3], &GenerationConfig::greedy())?;
+/// let response = eda_regen::LocalRegenerator.regenerate(target, &[1, 2, 3], &GenerationConfig::greedy())?;
 /// # let _ = response; Ok(()) }
 /// ```
-pub struct LocalRegenerator<'a> {
-    target: &'a mut dyn TargetModel,
-}
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalRegenerator;
 
-impl<'a> LocalRegenerator<'a> {
-    /// Wraps a target model.
-    pub fn new(target: &'a mut dyn TargetModel) -> Self {
-        LocalRegenerator { target }
+impl Regenerator for LocalRegenerator {
+    fn record(&self) -> GeneratorRecord {
+        GeneratorRecord::Local
     }
-}
 
-impl Regenerator for LocalRegenerator<'_> {
-    fn regenerate(&mut self, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>> {
-        Ok(generate_autoregressive(self.target, prompt, cfg)?.tokens)
+    fn regenerate(&mut self, target: &mut dyn TargetModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>> {
+        Ok(generate_autoregressive(target, prompt, cfg)?.tokens)
+    }
+
+    fn regenerate_batch(
+        &mut self,
+        target: &mut dyn TargetModel,
+        prompts: &[Vec<TokenId>],
+        cfgs: &[GenerationConfig],
+    ) -> Result<Vec<Vec<TokenId>>> {
+        let outs = target.generate_batch(prompts, cfgs)?;
+        if outs.len() != prompts.len() {
+            return Err(EdaError::mismatch("generations (one per prompt)", prompts.len(), outs.len()));
+        }
+        Ok(outs.into_iter().map(|o| o.tokens).collect())
     }
 }
 
@@ -152,8 +161,11 @@ impl OpenAiRegenerator {
     }
 }
 
-impl Regenerator for OpenAiRegenerator {
-    fn regenerate(&mut self, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>> {
+impl OpenAiRegenerator {
+    /// The server's answer to an already tokenised prompt, re-tokenised locally (prompt
+    /// excluded; see the type's documentation). This is [`Regenerator::regenerate`], which does
+    /// not need the local target.
+    pub fn answer(&self, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>> {
         cfg.validate()?;
         let text = self
             .tokenizer
@@ -170,5 +182,16 @@ impl Regenerator for OpenAiRegenerator {
             }
         }
         Ok(ids)
+    }
+}
+
+impl Regenerator for OpenAiRegenerator {
+    fn record(&self) -> GeneratorRecord {
+        GeneratorRecord::OpenAi { base_url: self.settings.base_url.clone(), model: self.settings.model.clone() }
+    }
+
+    /// [`answer`](OpenAiRegenerator::answer); the local target is not used.
+    fn regenerate(&mut self, _target: &mut dyn TargetModel, prompt: &[TokenId], cfg: &GenerationConfig) -> Result<Vec<TokenId>> {
+        self.answer(prompt, cfg)
     }
 }

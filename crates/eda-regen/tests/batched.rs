@@ -68,7 +68,7 @@ fn files(dir: &Path) -> Vec<(String, Content)> {
 }
 
 fn run(t: &mut Target, recs: &[PromptRecord], c: &RegenConfig, dir: &Path) -> RegenSummary {
-    regenerate_dataset(t, &tokenizer(), recs, c, None, dir).unwrap()
+    regenerate_dataset(t, &tokenizer(), recs, c, &mut LocalRegenerator, dir).unwrap()
 }
 
 /// A stop token that ends some answers of a free run early but not all of them at once.
@@ -164,7 +164,8 @@ fn resume_with_another_batch_size_equals_one_run() {
 fn zero_batch_size_is_a_config_error() {
     let mut t = target();
     let dir = tempfile::tempdir().unwrap();
-    let e = regenerate_dataset(&mut t, &tokenizer(), &records(), &cfg(0, GenerationConfig::greedy()), None, dir.path()).unwrap_err();
+    let e = regenerate_dataset(&mut t, &tokenizer(), &records(), &cfg(0, GenerationConfig::greedy()), &mut LocalRegenerator, dir.path())
+        .unwrap_err();
     assert!(matches!(&e, EdaError::InvalidConfig(m) if m.contains("batch_size")), "{e}");
 }
 

@@ -27,7 +27,7 @@ fn features_of_a_real_target_match_incremental_decoding() {
         ..RegenConfig::default()
     };
     let dir = tempfile::tempdir().unwrap();
-    let s = regenerate_dataset(&mut target, &tok, &recs, &cfg, None, dir.path()).unwrap();
+    let s = regenerate_dataset(&mut target, &tok, &recs, &cfg, &mut LocalRegenerator, dir.path()).unwrap();
     assert_eq!(s.new_samples, 2);
     assert_eq!(s.manifest.settings.target.identity, "tiny-random");
     let samples = read_shard(&dir.path().join(&s.manifest.shards[0].file)).unwrap();

@@ -1,4 +1,4 @@
-//! End-to-end tests of eda-regen with a mock target and a word-level tokenizer.
+//! End-to-end tests of eda-regen with the kit's toy target and a word-level tokenizer.
 
 mod common;
 
@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::sync::mpsc;
 
-use common::{tokenizer, MockTarget, EOS, IM_END};
+use common::{tokenizer, toy_target, EOS, IM_END};
 use eda_core::backend::to_vec_f32;
 use eda_core::data::read_shard;
 use eda_core::generate::generate_autoregressive;
@@ -154,9 +154,9 @@ fn regenerated_sample_matches_generation_and_direct_forward() {
     let tok = tokenizer();
     let recs = records();
     let dir = tempfile::tempdir().unwrap();
-    let mut target = MockTarget::new(64);
+    let mut target = toy_target(64);
     let c = cfg(RegenMode::Regenerated);
-    let s = regenerate_dataset(&mut target, &tok, &recs, &c, None, dir.path()).unwrap();
+    let s = regenerate_dataset(&mut target, &tok, &recs, &c, &mut LocalRegenerator, dir.path()).unwrap();
     assert_eq!(s.new_samples, 5);
     assert_eq!(s.shards_written, 3);
     assert_eq!(s.manifest.settings.generator, GeneratorRecord::Local);
@@ -195,9 +195,9 @@ fn original_mode_reuses_reference_responses() {
     let mut recs = records();
     recs[2].reference_response = None;
     let dir = tempfile::tempdir().unwrap();
-    let mut target = MockTarget::new(64);
+    let mut target = toy_target(64);
     let c = RegenConfig { start_one_early: true, ..cfg(RegenMode::Original) };
-    let s = regenerate_dataset(&mut target, &tok, &recs, &c, None, dir.path()).unwrap();
+    let s = regenerate_dataset(&mut target, &tok, &recs, &c, &mut LocalRegenerator, dir.path()).unwrap();
     assert_eq!(s.new_samples, 4);
     assert_eq!(s.new_skipped, 1);
     assert_eq!(s.manifest.skipped[0].id, "c");
@@ -211,7 +211,7 @@ fn original_mode_reuses_reference_responses() {
     let b = &samples[1];
     assert_eq!(&b.input_ids[b.len() - 3..], &[7, 8, IM_END]);
     // No generation happened: one forward per sample.
-    assert_eq!(target.forwards, 4);
+    assert_eq!(target.forward_calls(), 4);
 }
 
 #[test]
@@ -224,26 +224,26 @@ fn resume_after_interruption_equals_uninterrupted_run() {
         ..cfg(RegenMode::Regenerated)
     };
     let full = tempfile::tempdir().unwrap();
-    regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(None), None, full.path()).unwrap();
+    regenerate_dataset(&mut toy_target(64), &tok, &recs, &sampled(None), &mut LocalRegenerator, full.path()).unwrap();
     let reference = samples_of(full.path());
 
     let resumed = tempfile::tempdir().unwrap();
-    let s1 = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(Some(3)), None, resumed.path()).unwrap();
+    let s1 = regenerate_dataset(&mut toy_target(64), &tok, &recs, &sampled(Some(3)), &mut LocalRegenerator, resumed.path()).unwrap();
     assert_eq!(s1.new_samples, 3);
-    let s2 = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(None), None, resumed.path()).unwrap();
+    let s2 = regenerate_dataset(&mut toy_target(64), &tok, &recs, &sampled(None), &mut LocalRegenerator, resumed.path()).unwrap();
     assert_eq!(s2.already_done, 3);
     assert_eq!(s2.new_samples, 2);
     let again = samples_of(resumed.path());
     assert_eq!(again, reference);
     // A third run has nothing left to do.
-    let s3 = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(None), None, resumed.path()).unwrap();
+    let s3 = regenerate_dataset(&mut toy_target(64), &tok, &recs, &sampled(None), &mut LocalRegenerator, resumed.path()).unwrap();
     assert_eq!((s3.new_samples, s3.shards_written, s3.already_done), (0, 0, 5));
     assert_eq!(samples_of(resumed.path()), reference);
 
     // A shard lost (killed before its manifest entry / deleted) is redone, nothing duplicated.
     let m = Manifest::load(&resumed.path().join(MANIFEST_FILE)).unwrap();
     std::fs::remove_file(resumed.path().join(&m.shards[0].file)).unwrap();
-    let s4 = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &sampled(None), None, resumed.path()).unwrap();
+    let s4 = regenerate_dataset(&mut toy_target(64), &tok, &recs, &sampled(None), &mut LocalRegenerator, resumed.path()).unwrap();
     assert_eq!(s4.new_samples, 2);
     let mut ids: Vec<String> = samples_of(resumed.path()).into_iter().map(|s| s.id).collect();
     ids.sort();
@@ -251,7 +251,7 @@ fn resume_after_interruption_equals_uninterrupted_run() {
 
     // Different settings are refused.
     let other = RegenConfig { system_prompt: Some("hello".into()), ..sampled(None) };
-    let e = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &other, None, resumed.path()).unwrap_err();
+    let e = regenerate_dataset(&mut toy_target(64), &tok, &recs, &other, &mut LocalRegenerator, resumed.path()).unwrap_err();
     assert!(matches!(&e, EdaError::InvalidConfig(m) if m.contains("system_prompt")), "{e}");
 }
 
@@ -262,13 +262,13 @@ fn overlong_prompts_are_skipped_or_truncated() {
     let dir = tempfile::tempdir().unwrap();
     // Prompt "a" is 20 tokens; with a maximum of 21, the others fit.
     let c = RegenConfig { max_seq_len: Some(20), ..cfg(RegenMode::Original) };
-    let s = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &c, None, dir.path()).unwrap();
+    let s = regenerate_dataset(&mut toy_target(64), &tok, &recs, &c, &mut LocalRegenerator, dir.path()).unwrap();
     assert!(s.manifest.skipped.iter().any(|k| k.id == "a" && k.reason.contains("20 tokens")));
     assert!(samples_of(dir.path()).iter().all(|x| x.len() <= 20));
 
     let dir = tempfile::tempdir().unwrap();
     let c = RegenConfig { max_seq_len: Some(20), overflow: OverflowPolicy::Truncate, ..cfg(RegenMode::Original) };
-    let s = regenerate_dataset(&mut MockTarget::new(64), &tok, &recs, &c, None, dir.path()).unwrap();
+    let s = regenerate_dataset(&mut toy_target(64), &tok, &recs, &c, &mut LocalRegenerator, dir.path()).unwrap();
     assert_eq!(s.new_samples, 5);
     let a = &samples_of(dir.path())[0];
     assert_eq!(a.len(), 20);
@@ -281,25 +281,53 @@ fn bad_settings_are_errors() {
     let tok = tokenizer();
     let recs = records();
     let dir = tempfile::tempdir().unwrap();
-    let mut t = MockTarget::new(64);
-    let e = regenerate_dataset(&mut t, &tok, &recs, &RegenConfig { shard_size: 0, ..cfg(RegenMode::Regenerated) }, None, dir.path())
-        .unwrap_err();
+    let mut t = toy_target(64);
+    let e = regenerate_dataset(
+        &mut t,
+        &tok,
+        &recs,
+        &RegenConfig { shard_size: 0, ..cfg(RegenMode::Regenerated) },
+        &mut LocalRegenerator,
+        dir.path(),
+    )
+    .unwrap_err();
     assert!(matches!(e, EdaError::InvalidConfig(_)));
-    let e = regenerate_dataset(&mut t, &tok, &[], &cfg(RegenMode::Regenerated), None, dir.path()).unwrap_err();
+    let e = regenerate_dataset(&mut t, &tok, &[], &cfg(RegenMode::Regenerated), &mut LocalRegenerator, dir.path()).unwrap_err();
     assert!(matches!(e, EdaError::EmptyDataset(_)));
     let e = regenerate_dataset(
         &mut t,
         &tok,
         &recs,
         &RegenConfig { template: ChatTemplate::Llama3, ..cfg(RegenMode::Regenerated) },
-        None,
+        &mut LocalRegenerator,
         dir.path(),
     )
     .unwrap_err();
     assert!(matches!(e, EdaError::Tokenizer { .. }));
     std::fs::write(dir.path().join(MANIFEST_FILE), "{}").unwrap();
-    let e = regenerate_dataset(&mut t, &tok, &recs, &cfg(RegenMode::Regenerated), None, dir.path()).unwrap_err();
+    let e = regenerate_dataset(&mut t, &tok, &recs, &cfg(RegenMode::Regenerated), &mut LocalRegenerator, dir.path()).unwrap_err();
     assert!(matches!(e, EdaError::Json { .. }));
+}
+
+#[test]
+fn local_regenerator_answers_with_the_lent_target() {
+    let mut target = toy_target(64);
+    let prompts = vec![vec![1, 4, 6, 7], vec![9, 10]];
+    let cfgs = vec![
+        GenerationConfig { max_new_tokens: 5, ..GenerationConfig::greedy() },
+        GenerationConfig { max_new_tokens: 4, ..GenerationConfig::sampling(1.0, 3) },
+    ];
+    let mut local = LocalRegenerator;
+    assert_eq!(local.record(), GeneratorRecord::Local);
+    let batch = local.regenerate_batch(&mut target, &prompts, &cfgs).unwrap();
+    assert_eq!(batch.len(), 2);
+    for ((p, c), answer) in prompts.iter().zip(&cfgs).zip(&batch) {
+        let alone = generate_autoregressive(&mut target, p, c).unwrap().tokens;
+        assert_eq!(answer, &alone);
+        assert_eq!(local.regenerate(&mut target, p, c).unwrap(), alone);
+    }
+    let e = local.regenerate_batch(&mut target, &prompts, &cfgs[..1]).unwrap_err();
+    assert!(matches!(e, EdaError::Mismatch { .. }), "{e}");
 }
 
 // ---------------------------------------------------------------- OpenAI-compatible server
@@ -355,9 +383,10 @@ fn openai_round_trip_and_errors() {
     let mut settings = OpenAiSettings::new(format!("{url}/v1/"), "tiny-model");
     settings.api_key = Some("sekret".into());
     settings.timeout_secs = 10;
-    let mut r = OpenAiRegenerator::new(settings, tok.clone(), Some(IM_END));
+    let r = OpenAiRegenerator::new(settings, tok.clone(), Some(IM_END));
     let gen = GenerationConfig { max_new_tokens: 9, stop_tokens: vec![IM_END], ..GenerationConfig::greedy() };
-    let ids = r.regenerate(&[1, 4, 6, 7, 2, 6, 1, 5, 6], &gen).unwrap();
+    assert_eq!(r.record(), GeneratorRecord::OpenAi { base_url: format!("{url}/v1/"), model: "tiny-model".into() });
+    let ids = r.answer(&[1, 4, 6, 7, 2, 6, 1, 5, 6], &gen).unwrap();
     assert_eq!(ids, vec![7, 8, IM_END]);
     let req = rx.recv().unwrap();
     assert!(req.starts_with("POST /v1/completions "), "{req}");
@@ -367,20 +396,20 @@ fn openai_round_trip_and_errors() {
     assert_eq!(body["max_tokens"], 9);
     assert_eq!(body["stop"][0], "<|im_end|>");
     assert!(body["prompt"].as_str().unwrap().contains("<|im_start|>"));
-    let e = r.regenerate(&[1, 4], &gen).unwrap_err();
+    let e = r.answer(&[1, 4], &gen).unwrap_err();
     assert!(matches!(&e, EdaError::Remote(m) if m.contains("500")), "{e}");
-    let e = r.regenerate(&[1, 4], &gen).unwrap_err();
+    let e = r.answer(&[1, 4], &gen).unwrap_err();
     assert!(matches!(e, EdaError::Remote(_)), "{e}");
     h.join().unwrap();
 
     // Nothing listening: a remote error, not a panic.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut dead = OpenAiRegenerator::new(
+    let dead = OpenAiRegenerator::new(
         OpenAiSettings { timeout_secs: 5, ..OpenAiSettings::new(format!("http://127.0.0.1:{port}"), "m") },
         tok,
         None,
     );
-    assert!(matches!(dead.regenerate(&[1], &gen).unwrap_err(), EdaError::Remote(_)));
+    assert!(matches!(dead.answer(&[1], &gen).unwrap_err(), EdaError::Remote(_)));
 }
 
 #[test]
@@ -392,8 +421,8 @@ fn pipeline_with_remote_generator_uses_local_features() {
     let mut remote =
         OpenAiRegenerator::new(OpenAiSettings { timeout_secs: 10, ..OpenAiSettings::new(url.clone(), "m") }, tok.clone(), Some(IM_END));
     let dir = tempfile::tempdir().unwrap();
-    let mut target = MockTarget::new(64);
-    let s = regenerate_dataset(&mut target, &tok, &recs, &cfg(RegenMode::Regenerated), Some(&mut remote), dir.path()).unwrap();
+    let mut target = toy_target(64);
+    let s = regenerate_dataset(&mut target, &tok, &recs, &cfg(RegenMode::Regenerated), &mut remote, dir.path()).unwrap();
     h.join().unwrap();
     assert_eq!(s.new_samples, 2);
     assert_eq!(s.manifest.settings.generator, GeneratorRecord::OpenAi { base_url: url, model: "m".into() });
@@ -404,5 +433,5 @@ fn pipeline_with_remote_generator_uses_local_features() {
         assert_eq!(to_vec_f32(target.forward(&sample.input_ids).unwrap().hidden).unwrap(), sample.hidden);
     }
     // Only the feature forwards ran locally.
-    assert_eq!(target.forwards, 2 + 2);
+    assert_eq!(target.forward_calls(), 2 + 2);
 }

@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{tokenizer, MockTarget};
+use common::{tokenizer, toy_target};
 use eda_core::data::read_shard;
 use eda_core::{EdaError, GenerationConfig};
 use eda_regen::*;
@@ -30,7 +30,7 @@ fn cfg() -> RegenConfig {
 }
 
 fn run(recs: &[PromptRecord], c: &RegenConfig, dir: &Path) -> eda_core::Result<RegenSummary> {
-    regenerate_dataset(&mut MockTarget::new(64), &tokenizer(), recs, c, None, dir)
+    regenerate_dataset(&mut toy_target(64), &tokenizer(), recs, c, &mut LocalRegenerator, dir)
 }
 
 fn samples_of(dir: &Path) -> Vec<eda_core::data::FeatureSample> {

@@ -73,7 +73,7 @@ fn main() -> Result<()> {
     );
     for (name, draft) in drafts.iter_mut() {
         for mut s in strategies {
-            let r = evaluate(&mut target, draft, &mut s, &prompts, &gen)?;
+            let r = evaluate(&mut target, Some(&mut *draft), &mut s, &prompts, &gen)?;
             let a = &r.aggregate;
             println!(
                 "{name:<8} {:<40} {:>6.2} {:>7} {:>6.3} {:>6.3} {:>9.1} {:>9.1} {:>8.2} {:>6}",

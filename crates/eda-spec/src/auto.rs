@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use eda_core::{DecodeMetrics, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 
-use crate::session::CommitCallback;
-use crate::{Autoregressive, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_core::generate::generate_autoregressive;
+
+use crate::session::{require_draft, CommitCallback};
+use crate::{ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
 
 /// One candidate of the probe with its predicted and measured speedup over autoregressive
 /// decoding.
@@ -96,13 +98,14 @@ impl fmt::Display for AutoChoice {
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::{ToyEagleDraft, ToyLm}, AutoStrategy};
+/// use eda_spec::AutoStrategy;
+/// use eda_testkit::{ToyEagleDraft, ToyLm};
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(32, 128, 3.0, 1, &device);
 /// let mut draft = ToyEagleDraft::for_target(&target, 0.5, 2);
 /// let cfg = GenerationConfig { max_new_tokens: 24, ..GenerationConfig::greedy() };
 /// let mut auto = AutoStrategy::default();
-/// let out = auto.generate(&mut target, &mut draft, &[4, 5], &cfg).unwrap();
+/// let out = auto.generate(&mut target, Some(&mut draft), &[4, 5], &cfg).unwrap();
 /// assert_eq!(out.tokens, generate_autoregressive(&mut target, &[4, 5], &cfg).unwrap().tokens);
 /// assert!(auto.choice().is_some());
 /// ```
@@ -196,13 +199,13 @@ impl AutoStrategy {
         let pcfg = GenerationConfig { max_new_tokens: self.probe_tokens, stop_tokens: Vec::new(), ..cfg.clone() };
         // Untimed warm-up: first calls pay for allocation and thread-pool start-up.
         let warm = GenerationConfig { max_new_tokens: 4, ..pcfg.clone() };
-        Autoregressive.generate(target, draft, prompt, &warm)?;
-        ChainStrategy { gamma: 1 }.generate(target, draft, prompt, &warm)?;
+        generate_autoregressive(target, prompt, &warm)?;
+        ChainStrategy { gamma: 1 }.generate(target, Some(&mut *draft), prompt, &warm)?;
 
-        let ar = Autoregressive.generate(target, draft, prompt, &pcfg)?.metrics;
+        let ar = generate_autoregressive(target, prompt, &pcfg)?.metrics;
         let step = seconds_per_token(&ar);
         let mut long = ChainStrategy { gamma: self.max_gamma };
-        let lm = long.generate(target, draft, prompt, &pcfg)?.metrics;
+        let lm = long.generate(target, Some(&mut *draft), prompt, &pcfg)?.metrics;
         let acc = lm.acceptance_per_depth();
         let c = if lm.draft_forwards == 0 { 0.0 } else { lm.draft_seconds / lm.draft_forwards as f64 / step };
         let v_max = if lm.target_forwards == 0 { 1.0 } else { lm.target_seconds / lm.target_forwards as f64 / step };
@@ -229,7 +232,7 @@ impl AutoStrategy {
         chains.sort_by(|a, b| b.1.total_cmp(&a.1));
         let to_time: Vec<usize> = chains.iter().map(|&(g, _)| g).filter(|&g| g != self.max_gamma).take(2).collect();
         for g in to_time {
-            let m = ChainStrategy { gamma: g }.generate(target, draft, prompt, &pcfg)?.metrics;
+            let m = ChainStrategy { gamma: g }.generate(target, Some(&mut *draft), prompt, &pcfg)?.metrics;
             if let Some(cand) = candidates.iter_mut().find(|x| x.strategy == Strategy::Chain(ChainStrategy { gamma: g })) {
                 cand.measured_speedup = Some(speedup_of(&m));
                 cand.tau = Some(crate::tau_per_cycle(&m));
@@ -237,7 +240,7 @@ impl AutoStrategy {
         }
         for t in &self.trees {
             let mut t = *t;
-            let m = t.generate(target, draft, prompt, &pcfg)?.metrics;
+            let m = t.generate(target, Some(&mut *draft), prompt, &pcfg)?.metrics;
             candidates.push(CandidateEstimate {
                 strategy: Strategy::Tree(t),
                 predicted_speedup: None,
@@ -283,12 +286,13 @@ impl DecodingStrategy for AutoStrategy {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
+        let draft = require_draft(draft, "auto strategy")?;
         let mut s = self.ensure_choice(target, draft, prompt, cfg)?;
-        s.generate(target, draft, prompt, cfg)
+        s.generate(target, Some(draft), prompt, cfg)
     }
 }
 
@@ -311,12 +315,13 @@ impl SpeculativeStrategy for AutoStrategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
     ) -> Result<GenerationOutput> {
+        let draft = require_draft(draft, "auto strategy")?;
         let mut s = self.ensure_choice(target, draft, prompt, cfg)?;
-        s.generate_streaming(target, draft, prompt, cfg, on_commit)
+        s.generate_streaming(target, Some(draft), prompt, cfg, on_commit)
     }
 }

@@ -1,12 +1,13 @@
-//! Chain drafting (classic speculative decoding) and autoregressive decoding.
+//! Chain drafting (classic speculative decoding) and the autoregressive baseline strategy.
 
 use std::time::Instant;
 
+use eda_core::generate::{generate_autoregressive, generate_autoregressive_streaming};
 use eda_core::sampling::{argmax, normalize, probabilities, sample};
 use eda_core::{AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 use serde::{Deserialize, Serialize};
 
-use crate::session::{row, uniform, CommitCallback, DraftRow, Session, Verify};
+use crate::session::{require_draft, row, uniform, CommitCallback, DraftRow, Session, Verify};
 use crate::SpeculativeStrategy;
 
 /// Chain drafting: the draft proposes `gamma` tokens one after the other, the target verifies
@@ -22,12 +23,13 @@ use crate::SpeculativeStrategy;
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::ToyLm, ChainStrategy, LmDraft};
+/// use eda_spec::{ChainStrategy, LmDraft};
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = LmDraft::new(Box::new(target.clone()));
 /// let cfg = GenerationConfig { max_new_tokens: 12, ..GenerationConfig::greedy() };
-/// let out = ChainStrategy { gamma: 4 }.generate(&mut target, &mut draft, &[1, 2, 3], &cfg).unwrap();
+/// let out = ChainStrategy { gamma: 4 }.generate(&mut target, Some(&mut draft), &[1, 2, 3], &cfg).unwrap();
 /// assert_eq!(out.tokens.len(), 12);
 /// assert!(out.metrics.tau() > 2.0); // a perfect draft is always accepted
 /// ```
@@ -50,7 +52,7 @@ impl ChainStrategy {
         if self.gamma == 0 {
             return Err(EdaError::InvalidArgument("chain strategy: gamma must be at least 1".into()));
         }
-        let mut s = Session::start(target, draft, prompt, cfg, true, callback)?;
+        let mut s = Session::start(target, draft, prompt, cfg, callback)?;
         while !s.done {
             let g = self.gamma.min(s.budget());
             if g == 0 {
@@ -113,10 +115,17 @@ impl ChainStrategy {
                         break;
                     }
                 },
-                Verify::Lossless => loop {
+                #[cfg(test)]
+                Verify::AcceptAll => {
+                    accepted = g;
+                    let p = probabilities(&row(&out.logits, g)?, cfg)?;
+                    bonus = sample(&p, &mut s.rng) as TokenId;
+                }
+                // Lossless (and, in tests, the deliberately broken bonus variants).
+                _ => loop {
                     let p = probabilities(&row(&out.logits, accepted)?, cfg)?;
                     if accepted == g {
-                        bonus = sample(&p, &mut s.rng) as TokenId;
+                        bonus = mode.bonus_from_p(&p, &out.logits, g - 1, cfg, &mut s.rng)?;
                         break;
                     }
                     let x = drafted[accepted] as usize;
@@ -134,12 +143,6 @@ impl ChainStrategy {
                     bonus = sample(&residual, &mut s.rng) as TokenId;
                     break;
                 },
-                #[cfg(test)]
-                Verify::AcceptAll => {
-                    accepted = g;
-                    let p = probabilities(&row(&out.logits, g)?, cfg)?;
-                    bonus = sample(&p, &mut s.rng) as TokenId;
-                }
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();
             s.record_depths(accepted, accepted < g);
@@ -156,11 +159,11 @@ impl DecodingStrategy for ChainStrategy {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, None)
+        self.run(target, require_draft(draft, "chain strategy")?, prompt, cfg, Verify::Lossless, None)
     }
 }
 
@@ -176,59 +179,42 @@ impl SpeculativeStrategy for ChainStrategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, Some(on_commit))
+        self.run(target, require_draft(draft, "chain strategy")?, prompt, cfg, Verify::Lossless, Some(on_commit))
     }
 }
 
-/// Plain autoregressive target decoding (the baseline): one target forward per token; the draft
-/// is not used (its cache is only reset). Output and sampling match
-/// [`eda_core::generate::generate_autoregressive`].
+/// Plain autoregressive target decoding (the baseline): one target forward per token; needs no
+/// draft (one given is ignored). It runs [`eda_core::generate::generate_autoregressive`], the one
+/// implementation of plain decoding, so output, sampling and metrics are exactly that function's.
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::ToyLm, Autoregressive, LmDraft};
+/// use eda_spec::Autoregressive;
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
-/// let mut draft = LmDraft::new(Box::new(target.clone()));
 /// let cfg = GenerationConfig { max_new_tokens: 8, ..GenerationConfig::sampling(1.0, 5) };
-/// let a = Autoregressive.generate(&mut target, &mut draft, &[1, 2], &cfg).unwrap();
+/// let a = Autoregressive.generate(&mut target, None, &[1, 2], &cfg).unwrap();
 /// let b = generate_autoregressive(&mut target, &[1, 2], &cfg).unwrap();
 /// assert_eq!(a.tokens, b.tokens);
 /// ```
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Autoregressive;
 
-impl Autoregressive {
-    fn run(
-        &self,
-        target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
-        prompt: &[TokenId],
-        cfg: &GenerationConfig,
-        callback: Option<CommitCallback<'_>>,
-    ) -> Result<GenerationOutput> {
-        let mut s = Session::start(target, draft, prompt, cfg, false, callback)?;
-        while !s.done {
-            s.plain_step()?;
-        }
-        Ok(s.finish())
-    }
-}
-
 impl DecodingStrategy for Autoregressive {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        _draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, None)
+        generate_autoregressive(target, prompt, cfg)
     }
 }
 
@@ -244,11 +230,11 @@ impl SpeculativeStrategy for Autoregressive {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        _draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Some(on_commit))
+        generate_autoregressive_streaming(target, prompt, cfg, on_commit)
     }
 }

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use eda_core::{predicted_speedup, DecodeMetrics, DraftModel, EdaError, GenerationConfig, Result, TargetModel, TokenId};
 
-use crate::{Autoregressive, SpeculativeStrategy};
+use eda_core::generate::generate_autoregressive;
+
+use crate::SpeculativeStrategy;
 
 /// Drafting–verification cycles of a generation: target forwards after the prefill.
 pub fn verify_cycles(m: &DecodeMetrics) -> usize {
@@ -257,10 +259,18 @@ impl fmt::Display for EvalReport {
     }
 }
 
+/// A shorter borrow of an optional draft, for one call of a strategy.
+fn reborrow<'b>(draft: &'b mut Option<&mut dyn DraftModel>) -> Option<&'b mut dyn DraftModel> {
+    match draft {
+        Some(d) => Some(&mut **d),
+        None => None,
+    }
+}
+
 /// [`evaluate_with`] with default options (one warm-up, autoregressive baseline on).
 pub fn evaluate<S: SpeculativeStrategy + ?Sized>(
     target: &mut dyn TargetModel,
-    draft: &mut dyn DraftModel,
+    draft: Option<&mut dyn DraftModel>,
     strategy: &mut S,
     prompts: &[Vec<TokenId>],
     cfg: &GenerationConfig,
@@ -269,23 +279,25 @@ pub fn evaluate<S: SpeculativeStrategy + ?Sized>(
 }
 
 /// Runs `strategy` and (optionally) autoregressive decoding on every prompt, in the same
-/// process and interleaved, and gathers per-prompt and aggregate figures.
+/// process and interleaved, and gathers per-prompt and aggregate figures. `draft` is what
+/// `strategy` drafts with (`None` for [`Autoregressive`](crate::Autoregressive)).
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, GenerationConfig};
-/// use eda_spec::{evaluate, toy::ToyLm, ChainStrategy, LmDraft};
+/// use eda_spec::{evaluate, ChainStrategy, LmDraft};
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = LmDraft::new(Box::new(target.clone()));
 /// let cfg = GenerationConfig { max_new_tokens: 10, ..GenerationConfig::greedy() };
-/// let report = evaluate(&mut target, &mut draft, &mut ChainStrategy { gamma: 3 }, &[vec![1, 2], vec![3]], &cfg).unwrap();
+/// let report = evaluate(&mut target, Some(&mut draft), &mut ChainStrategy { gamma: 3 }, &[vec![1, 2], vec![3]], &cfg).unwrap();
 /// assert_eq!(report.aggregate.greedy_matches, Some(2));
 /// assert!(report.aggregate.tau > 1.0);
 /// println!("{report}");
 /// ```
 pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
     target: &mut dyn TargetModel,
-    draft: &mut dyn DraftModel,
+    mut draft: Option<&mut dyn DraftModel>,
     strategy: &mut S,
     prompts: &[Vec<TokenId>],
     cfg: &GenerationConfig,
@@ -296,9 +308,9 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
     }
     let gamma = strategy.drafted_per_cycle();
     for _ in 0..opts.warmup {
-        strategy.generate(target, draft, &prompts[0], cfg)?;
+        strategy.generate(target, reborrow(&mut draft), &prompts[0], cfg)?;
         if opts.baseline {
-            eda_core::DecodingStrategy::generate(&mut Autoregressive, target, draft, &prompts[0], cfg)?;
+            generate_autoregressive(target, &prompts[0], cfg)?;
         }
     }
     let mut reports = Vec::with_capacity(prompts.len());
@@ -308,9 +320,8 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
     }
     for (index, prompt) in prompts.iter().enumerate() {
         bar.inc(1);
-        let base =
-            if opts.baseline { Some(eda_core::DecodingStrategy::generate(&mut Autoregressive, target, draft, prompt, cfg)?) } else { None };
-        let out = strategy.generate(target, draft, prompt, cfg)?;
+        let base = if opts.baseline { Some(generate_autoregressive(target, prompt, cfg)?) } else { None };
+        let out = strategy.generate(target, reborrow(&mut draft), prompt, cfg)?;
         let m = &out.metrics;
         let btps = base.as_ref().map(|b| b.metrics.tokens_per_second()).unwrap_or(0.0);
         let tps = m.tokens_per_second();
@@ -372,7 +383,7 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
 /// prompts in this process (one warm-up run each).
 pub fn measure_speedup<S: SpeculativeStrategy + ?Sized>(
     target: &mut dyn TargetModel,
-    draft: &mut dyn DraftModel,
+    draft: Option<&mut dyn DraftModel>,
     strategy: &mut S,
     prompts: &[Vec<TokenId>],
     cfg: &GenerationConfig,

@@ -8,12 +8,15 @@
 //!   (docs/method.md §6.2–6.3);
 //! - [`AutoStrategy`]: picks chain or tree and its size from the draft cost and acceptance
 //!   measured on the device;
-//! - [`Autoregressive`]: the plain target baseline;
+//! - [`Autoregressive`]: the plain target baseline (needs no draft: every strategy takes
+//!   `Option<&mut dyn DraftModel>`, and the drafting ones refuse `None`);
 //! - [`LmDraft`]: any small language model (same tokenizer) used as a token-only draft;
 //! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
 //!   acceptance per depth, cost ratio, predicted and measured speedup against autoregressive
-//!   decoding in the same process, as JSON and as a table;
-//! - [`toy`]: exact toy models used by the tests, examples and benchmarks.
+//!   decoding in the same process, as JSON and as a table.
+//!
+//! The examples below use the exact toy models of the workspace's dev-only test kit
+//! (`eda-testkit`).
 //!
 //! ## Alignment and caches
 //!
@@ -28,12 +31,13 @@
 //!
 //! ```
 //! use eda_core::{backend::device_from_name, generate::generate_autoregressive, DecodingStrategy, GenerationConfig};
-//! use eda_spec::{toy::{ToyEagleDraft, ToyLm}, TreeStrategy};
+//! use eda_spec::TreeStrategy;
+//! use eda_testkit::{ToyEagleDraft, ToyLm};
 //! let device = device_from_name("cpu").unwrap();
 //! let mut target = ToyLm::random(32, 128, 3.0, 1, &device);
 //! let mut draft = ToyEagleDraft::for_target(&target, 1.0, 2);
 //! let cfg = GenerationConfig { max_new_tokens: 30, ..GenerationConfig::greedy() };
-//! let spec = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 }.generate(&mut target, &mut draft, &[4, 5], &cfg).unwrap();
+//! let spec = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 }.generate(&mut target, Some(&mut draft), &[4, 5], &cfg).unwrap();
 //! let plain = generate_autoregressive(&mut target, &[4, 5], &cfg).unwrap();
 //! assert_eq!(spec.tokens, plain.tokens); // greedy speculative decoding is exact
 //! ```
@@ -45,7 +49,6 @@ mod chain;
 pub mod eval;
 mod lm_draft;
 mod session;
-pub mod toy;
 mod tree;
 
 #[cfg(test)]
@@ -83,7 +86,7 @@ pub trait SpeculativeStrategy: DecodingStrategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
@@ -100,7 +103,7 @@ pub trait SpeculativeStrategy: DecodingStrategy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Strategy {
-    /// Plain target decoding.
+    /// Plain target decoding (needs no draft).
     Autoregressive,
     /// Chain drafting.
     Chain(ChainStrategy),
@@ -112,7 +115,7 @@ impl DecodingStrategy for Strategy {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
@@ -144,7 +147,7 @@ impl SpeculativeStrategy for Strategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,

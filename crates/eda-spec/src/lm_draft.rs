@@ -10,7 +10,8 @@ use eda_core::{AttentionMask, DraftInfo, DraftModel, DraftOutput, EdaError, Resu
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DraftModel};
-/// use eda_spec::{toy::ToyLm, LmDraft};
+/// use eda_spec::LmDraft;
+/// use eda_testkit::ToyLm;
 /// let device = device_from_name("cpu").unwrap();
 /// let draft = LmDraft::new(Box::new(ToyLm::random(8, 32, 2.0, 7, &device)));
 /// assert!(!draft.info().uses_target_features);

@@ -13,17 +13,50 @@ use eda_core::{
     AttentionMask, DecodeMetrics, DraftModel, DraftOutput, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId,
 };
 
-/// How drafted tokens are verified. `AcceptAll` exists only to prove the statistical tests can
-/// fail: it accepts every drafted token (a lossy, broken verifier).
+/// How drafted tokens are verified. The test-only variants exist to prove that the statistical
+/// tests can fail: each is a lossy, broken verifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verify {
     Lossless,
+    /// Accepts every drafted token.
     #[cfg(test)]
     AcceptAll,
+    /// Lossless, except that the token after a fully accepted chain or at a tree node without
+    /// children is the argmax of the target's `p` there instead of a sample.
+    #[cfg(test)]
+    BonusArgmax,
+    /// Lossless, except that the token after a fully accepted chain or at a tree node without
+    /// children is sampled from the target's distribution one row early (the parent's), an
+    /// off-by-one row.
+    #[cfg(test)]
+    BonusFromParent,
 }
 
-/// Callback invoked after every commit with the newly emitted tokens and the running metrics.
-pub type CommitCallback<'a> = &'a mut dyn FnMut(&[TokenId], &DecodeMetrics);
+impl Verify {
+    /// The token after a fully accepted chain or at a tree node without children: a sample of
+    /// the target's distribution `p` at that node. `parent` is the verified row before it, read
+    /// only by the test-only broken verifiers (with `logits` and `cfg`).
+    #[cfg_attr(not(test), allow(unused_variables))]
+    pub fn bonus_from_p(self, p: &[f32], logits: &Tensor<2>, parent: usize, cfg: &GenerationConfig, rng: &mut EdaRng) -> Result<TokenId> {
+        #[cfg(test)]
+        match self {
+            Verify::BonusArgmax => return Ok(eda_core::sampling::argmax(p) as TokenId),
+            Verify::BonusFromParent => {
+                let q = eda_core::sampling::probabilities(&row(logits, parent)?, cfg)?;
+                return Ok(eda_core::sampling::sample(&q, rng) as TokenId);
+            }
+            Verify::Lossless | Verify::AcceptAll => {}
+        }
+        Ok(eda_core::sampling::sample(p, rng) as TokenId)
+    }
+}
+
+pub use eda_core::generate::CommitCallback;
+
+/// The draft of a drafting strategy (`who`), or [`EdaError::InvalidArgument`] without one.
+pub(crate) fn require_draft<'d>(draft: Option<&'d mut dyn DraftModel>, who: &str) -> Result<&'d mut dyn DraftModel> {
+    draft.ok_or_else(|| EdaError::InvalidArgument(format!("{who} needs a draft model (only autoregressive decoding runs without one)")))
+}
 
 pub(crate) struct Session<'a, 'c> {
     pub target: &'a mut dyn TargetModel,
@@ -122,7 +155,6 @@ impl<'a, 'c> Session<'a, 'c> {
         draft: &'a mut dyn DraftModel,
         prompt: &[TokenId],
         cfg: &'a GenerationConfig,
-        use_draft: bool,
         callback: Option<CommitCallback<'c>>,
     ) -> Result<Self> {
         let start = Instant::now();
@@ -135,13 +167,11 @@ impl<'a, 'c> Session<'a, 'c> {
             return Err(EdaError::InvalidArgument(format!("prompt token {t} is outside the target vocabulary of {}", info.vocab_size)));
         }
         let dinfo = draft.info();
-        if use_draft {
-            if dinfo.vocab_size != info.vocab_size {
-                return Err(EdaError::mismatch("vocabulary size (draft vs target)", info.vocab_size, dinfo.vocab_size));
-            }
-            if dinfo.uses_target_features && dinfo.hidden_size != info.hidden_size {
-                return Err(EdaError::mismatch("feature width (EAGLE draft vs target hidden size)", info.hidden_size, dinfo.hidden_size));
-            }
+        if dinfo.vocab_size != info.vocab_size {
+            return Err(EdaError::mismatch("vocabulary size (draft vs target)", info.vocab_size, dinfo.vocab_size));
+        }
+        if dinfo.uses_target_features && dinfo.hidden_size != info.hidden_size {
+            return Err(EdaError::mismatch("feature width (EAGLE draft vs target hidden size)", info.hidden_size, dinfo.hidden_size));
         }
         let max_pos = info.max_position_embeddings;
         if prompt.len() > max_pos {
@@ -153,7 +183,7 @@ impl<'a, 'c> Session<'a, 'c> {
             target,
             draft,
             cfg,
-            eagle: use_draft && dinfo.uses_target_features,
+            eagle: dinfo.uses_target_features,
             seq: prompt.to_vec(),
             prompt_len: prompt.len(),
             pending: None,

@@ -11,7 +11,7 @@ use eda_core::{
     AttentionMask, DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId, TokenTree,
 };
 
-use crate::session::{column_token, draft_columns, index_tensor, row, uniform, CommitCallback, Session, Verify};
+use crate::session::{column_token, draft_columns, index_tensor, require_draft, row, uniform, CommitCallback, Session, Verify};
 use crate::SpeculativeStrategy;
 
 /// EAGLE-2 dynamic tree drafting.
@@ -36,12 +36,13 @@ use crate::SpeculativeStrategy;
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, DecodingStrategy, GenerationConfig};
-/// use eda_spec::{toy::{ToyEagleDraft, ToyLm}, TreeStrategy};
+/// use eda_spec::TreeStrategy;
+/// use eda_testkit::{ToyEagleDraft, ToyLm};
 /// let device = device_from_name("cpu").unwrap();
 /// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
 /// let mut draft = ToyEagleDraft::for_target(&target, 0.0, 0);
 /// let cfg = GenerationConfig { max_new_tokens: 20, ..GenerationConfig::greedy() };
-/// let out = TreeStrategy { depth: 3, top_k: 2, total_tokens: 8 }.generate(&mut target, &mut draft, &[1, 2], &cfg).unwrap();
+/// let out = TreeStrategy { depth: 3, top_k: 2, total_tokens: 8 }.generate(&mut target, Some(&mut draft), &[1, 2], &cfg).unwrap();
 /// assert_eq!(out.tokens.len(), 20);
 /// assert!(out.metrics.tau() > 3.0);
 /// ```
@@ -253,7 +254,7 @@ impl TreeStrategy {
     ) -> Result<GenerationOutput> {
         self.validate()?;
         self.check_bounds(draft.info().vocab_size)?;
-        let mut s = Session::start(target, draft, prompt, cfg, true, callback)?;
+        let mut s = Session::start(target, draft, prompt, cfg, callback)?;
         while !s.done {
             let levels = (self.depth + 1).min(s.budget());
             if levels == 0 {
@@ -285,7 +286,20 @@ impl TreeStrategy {
                         }
                     }
                 },
-                Verify::Lossless => 'outer: loop {
+                #[cfg(test)]
+                Verify::AcceptAll => loop {
+                    let node = *path.last().expect("path starts at the root");
+                    match children[node].first() {
+                        Some(&c) => path.push(c),
+                        None => {
+                            let p = probabilities(&row(&out.logits, node)?, cfg)?;
+                            bonus = sample(&p, &mut s.rng) as TokenId;
+                            break;
+                        }
+                    }
+                },
+                // Lossless (and, in tests, the deliberately broken bonus variants).
+                _ => 'outer: loop {
                     let node = *path.last().expect("path starts at the root");
                     let mut p = probabilities(&row(&out.logits, node)?, cfg)?;
                     for &c in &children[node] {
@@ -298,21 +312,15 @@ impl TreeStrategy {
                         p[x] = 0.0;
                         normalize(&mut p);
                     }
-                    // Every child rejected (residual) or no children (plain p).
-                    bonus = sample(&p, &mut s.rng) as TokenId;
+                    bonus = if children[node].is_empty() {
+                        // No children: plain p at this node.
+                        let parent = path.len().checked_sub(2).map_or(node, |i| path[i]);
+                        mode.bonus_from_p(&p, &out.logits, parent, cfg, &mut s.rng)?
+                    } else {
+                        // Every child rejected: the residual.
+                        sample(&p, &mut s.rng) as TokenId
+                    };
                     break;
-                },
-                #[cfg(test)]
-                Verify::AcceptAll => loop {
-                    let node = *path.last().expect("path starts at the root");
-                    match children[node].first() {
-                        Some(&c) => path.push(c),
-                        None => {
-                            let p = probabilities(&row(&out.logits, node)?, cfg)?;
-                            bonus = sample(&p, &mut s.rng) as TokenId;
-                            break;
-                        }
-                    }
                 },
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();
@@ -331,11 +339,11 @@ impl DecodingStrategy for TreeStrategy {
     fn generate(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, None)
+        self.run(target, require_draft(draft, "tree strategy")?, prompt, cfg, Verify::Lossless, None)
     }
 }
 
@@ -351,11 +359,11 @@ impl SpeculativeStrategy for TreeStrategy {
     fn generate_streaming(
         &mut self,
         target: &mut dyn TargetModel,
-        draft: &mut dyn DraftModel,
+        draft: Option<&mut dyn DraftModel>,
         prompt: &[TokenId],
         cfg: &GenerationConfig,
         on_commit: CommitCallback<'_>,
     ) -> Result<GenerationOutput> {
-        self.run(target, draft, prompt, cfg, Verify::Lossless, Some(on_commit))
+        self.run(target, require_draft(draft, "tree strategy")?, prompt, cfg, Verify::Lossless, Some(on_commit))
     }
 }

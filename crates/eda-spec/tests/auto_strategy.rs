@@ -5,8 +5,8 @@
 use eda_core::backend::device_from_name;
 use eda_core::generate::generate_autoregressive;
 use eda_core::{DecodingStrategy, GenerationConfig};
-use eda_spec::toy::{ToyEagleDraft, ToyLm};
 use eda_spec::{AutoStrategy, ChainStrategy, SpeculativeStrategy, Strategy, TreeStrategy};
+use eda_testkit::{ToyEagleDraft, ToyLm};
 
 #[test]
 fn auto_strategy_probes_chooses_fastest_and_stays_exact() {
@@ -20,7 +20,7 @@ fn auto_strategy_probes_chooses_fastest_and_stays_exact() {
     assert_eq!(auto.name(), "auto(undecided)");
 
     let prompt = [3, 9, 27];
-    let out = auto.generate(&mut target, &mut draft, &prompt, &cfg).unwrap();
+    let out = auto.generate(&mut target, Some(&mut draft), &prompt, &cfg).unwrap();
     assert_eq!(out.tokens, generate_autoregressive(&mut target, &prompt, &cfg).unwrap().tokens);
 
     let choice = auto.choice().unwrap().clone();
@@ -48,13 +48,13 @@ fn auto_strategy_probes_chooses_fastest_and_stays_exact() {
     assert!(table.contains("<- chosen") && table.contains("chain(gamma=2)"), "{table}");
 
     // Later calls reuse the choice (no new probe) and stay exact, with sampling too.
-    let again = auto.generate(&mut target, &mut draft, &[5, 6], &cfg).unwrap();
+    let again = auto.generate(&mut target, Some(&mut draft), &[5, 6], &cfg).unwrap();
     assert_eq!(again.tokens, generate_autoregressive(&mut target, &[5, 6], &cfg).unwrap().tokens);
     assert_eq!(auto.choice().unwrap(), &choice);
     let scfg = GenerationConfig { max_new_tokens: 16, ..GenerationConfig::sampling(1.0, 3) };
     let mut chosen_strategy = choice.chosen;
-    let a = auto.generate(&mut target, &mut draft, &[5, 6], &scfg).unwrap();
-    let b = chosen_strategy.generate(&mut target, &mut draft, &[5, 6], &scfg).unwrap();
+    let a = auto.generate(&mut target, Some(&mut draft), &[5, 6], &scfg).unwrap();
+    let b = chosen_strategy.generate(&mut target, Some(&mut draft), &[5, 6], &scfg).unwrap();
     assert_eq!(a.tokens, b.tokens);
 }
 
@@ -72,7 +72,7 @@ fn chain_prediction_matches_hand_computation_and_bad_settings_are_errors() {
     let mut draft = ToyEagleDraft::for_target(&target, 0.0, 0);
     let cfg = GenerationConfig { max_new_tokens: 8, ..GenerationConfig::greedy() };
     for mut bad in [AutoStrategy::new(0, vec![], 16), AutoStrategy::new(2, vec![], 2)] {
-        let err = bad.generate(&mut target, &mut draft, &[1, 2], &cfg).unwrap_err();
+        let err = bad.generate(&mut target, Some(&mut draft), &[1, 2], &cfg).unwrap_err();
         assert!(matches!(err, eda_core::EdaError::InvalidArgument(_)), "{err}");
         assert!(bad.choice().is_none());
     }

@@ -41,10 +41,11 @@ fn greedy_speculative_decoding_with_qwen2_models_is_exact() {
         assert_eq!(reference.tokens.len(), 24);
         for (name, draft) in drafts.iter_mut() {
             let name = *name;
-            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, draft, &prompt, &gen).unwrap();
+            let chain = ChainStrategy { gamma: 3 }.generate(&mut target, Some(&mut *draft), &prompt, &gen).unwrap();
             assert_eq!(chain.tokens, reference.tokens, "chain / {name}");
             assert_eq!(target.cache_len(), prompt.len() + 24 - 1);
-            let tree = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 }.generate(&mut target, draft, &prompt, &gen).unwrap();
+            let tree =
+                TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 }.generate(&mut target, Some(&mut *draft), &prompt, &gen).unwrap();
             assert_eq!(tree.tokens, reference.tokens, "tree / {name}");
             assert_eq!(target.cache_len(), prompt.len() + 24 - 1);
             if name == "good" {
@@ -72,14 +73,19 @@ fn greedy_speculative_decoding_with_an_eda_draft_is_exact() {
     let reference = generate_autoregressive(&mut target, &prompt, &gen).unwrap();
     for (name, model) in [("full", model), ("reduced", reduced)] {
         let mut draft = eda_draft::DraftSession::new(model);
-        let chain = ChainStrategy { gamma: 3 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+        let chain = ChainStrategy { gamma: 3 }.generate(&mut target, Some(&mut draft), &prompt, &gen).unwrap();
         assert_eq!(chain.tokens, reference.tokens, "{name}");
-        let tree = TreeStrategy { depth: 3, top_k: 4, total_tokens: 16 }.generate(&mut target, &mut draft, &prompt, &gen).unwrap();
+        let tree = TreeStrategy { depth: 3, top_k: 4, total_tokens: 16 }.generate(&mut target, Some(&mut draft), &prompt, &gen).unwrap();
         assert_eq!(tree.tokens, reference.tokens, "{name}");
         assert_eq!(target.cache_len(), prompt.len() + 20 - 1);
         // Sampling runs through the sparse draft distribution too.
         let sampled = ChainStrategy { gamma: 3 }
-            .generate(&mut target, &mut draft, &prompt, &GenerationConfig { max_new_tokens: 20, ..GenerationConfig::sampling(0.8, 3) })
+            .generate(
+                &mut target,
+                Some(&mut draft),
+                &prompt,
+                &GenerationConfig { max_new_tokens: 20, ..GenerationConfig::sampling(0.8, 3) },
+            )
             .unwrap();
         assert_eq!(sampled.tokens.len(), 20);
     }

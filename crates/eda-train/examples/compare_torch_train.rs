@@ -35,7 +35,6 @@ use std::process::Command;
 use burn::tensor::{Tensor, TensorData};
 use eda_core::data::FeatureSample;
 use eda_core::sampling::seeded_rng;
-use eda_core::Trainer;
 use eda_draft::EdaDraftConfig;
 use eda_train::{stage1_draft, DraftTrainer, TrainConfig};
 use rand::Rng;

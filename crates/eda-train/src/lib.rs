@@ -4,7 +4,7 @@
 //! features ([`batch`]), the SmoothL1 + soft cross-entropy objective ([`loss`]), AdamW with
 //! warmup/decay, global-norm clipping and gradient accumulation ([`optim`], [`ScheduleConfig`]),
 //! atomic checkpoints with exact resume ([`checkpoint`]), and the loop itself
-//! ([`DraftTrainer`], an [`eda_core::Trainer`]). [`vocab`] picks a reduced draft vocabulary
+//! ([`DraftTrainer`], generic over the [`TrainableDraft`] it trains). [`vocab`] picks a reduced draft vocabulary
 //! (EAGLE-3 style) from the training data; the loss then restricts the target's distribution to
 //! it.
 //!
@@ -16,7 +16,7 @@
 //!
 //! ```
 //! use burn::tensor::{Distribution, Tensor};
-//! use eda_core::{data::FeatureSample, Trainer};
+//! use eda_core::data::FeatureSample;
 //! use eda_train::{stage1_draft, DraftTrainer, TrainConfig};
 //!
 //! let device = eda_core::backend::device_from_name("cpu").unwrap();
@@ -52,4 +52,4 @@ pub use config::{
 };
 pub use draft_impl::{stage1_draft, stage2_draft};
 pub use model::{tally_params, ParamTally, TrainForward, TrainableDraft};
-pub use trainer::{DraftTrainer, StepMetrics};
+pub use trainer::{DraftTrainer, StepMetrics, TrainReport};

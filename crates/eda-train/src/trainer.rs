@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use burn::tensor::{Device, Tensor};
 use eda_core::data::FeatureSample;
-use eda_core::{EdaError, Result, TrainReport, Trainer};
+use eda_core::{EdaError, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +44,25 @@ pub struct StepMetrics {
     pub tokens_per_s: f64,
 }
 
+/// Summary of a training run ([`DraftTrainer::train`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainReport {
+    /// Optimiser steps taken in total (including steps before a resume).
+    pub steps: usize,
+    /// Loss of the last step.
+    pub final_loss: f64,
+    /// Top-1 agreement of draft and target on the last step's masked tokens.
+    pub final_top1: f64,
+    /// Tokens processed in this process.
+    pub tokens: usize,
+    /// Wall-clock seconds spent in this process.
+    pub seconds: f64,
+    /// Trainable parameters.
+    pub trainable_params: usize,
+    /// All parameters of the model being trained.
+    pub total_params: usize,
+}
+
 /// Trains a [`TrainableDraft`] on precomputed feature samples, with checkpoints and resume.
 ///
 /// The trainer owns the draft on the autodiff version of the device it is given, so any burn
@@ -61,7 +80,7 @@ pub struct StepMetrics {
 /// | `checkpoints/step-XXXXXXXX/` | see [`checkpoint`](crate::checkpoint) |
 /// | `draft/` | the finished draft in its own format ([`TrainableDraft::save_draft`]) |
 ///
-/// On [`train`](Trainer::train), the newest complete checkpoint in the output directory is
+/// On [`train`](DraftTrainer::train), the newest complete checkpoint in the output directory is
 /// loaded and training continues from it; the result is bit-identical (on CPU) to an
 /// uninterrupted run because the data order and noise of every micro-batch derive from
 /// `(seed, micro-batch index)`. A checkpoint that cannot be read is moved aside
@@ -141,7 +160,7 @@ impl<M: TrainableDraft> DraftTrainer<M> {
         self
     }
 
-    /// Lets [`train`](Trainer::train) resume a checkpoint whose configuration, training data or
+    /// Lets [`train`](DraftTrainer::train) resume a checkpoint whose configuration, training data or
     /// frozen parameters differ from this run's (the differences are logged and recorded in
     /// `state.json`). Off by default: such a resume is refused with
     /// [`EdaError::ResumeMismatch`], because it silently mixes two runs.
@@ -275,8 +294,13 @@ impl<M: TrainableDraft> DraftTrainer<M> {
     }
 }
 
-impl<M: TrainableDraft> Trainer for DraftTrainer<M> {
-    fn train(&mut self, data: &[FeatureSample]) -> Result<TrainReport> {
+impl<M: TrainableDraft> DraftTrainer<M> {
+    /// Trains on `data` until the configured number of steps (or [`stop_after`](Self::stop_after));
+    /// resumes from the newest checkpoint in the output directory if there is one.
+    ///
+    /// There is no `Trainer` trait: this is the one training loop, generic over what it trains
+    /// ([`TrainableDraft`]); see the `eda-core` crate documentation.
+    pub fn train(&mut self, data: &[FeatureSample]) -> Result<TrainReport> {
         self.check_data(data)?;
         let cfg = self.config.clone();
         let total = cfg.total_steps(data.len());

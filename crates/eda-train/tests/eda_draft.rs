@@ -5,7 +5,6 @@ mod common;
 use burn::tensor::{Tensor, TensorData};
 use common::{cpu, rand_vec, synthetic_data};
 use eda_core::sampling::seeded_rng;
-use eda_core::Trainer;
 use eda_draft::{EdaDraft, EdaDraftConfig};
 use eda_train::checkpoint::param_values;
 use eda_train::{stage1_draft, stage2_draft, DraftTrainer, NoiseConfig, PrivateInit, Stage, Stage2Freeze, TrainConfig};
@@ -85,4 +84,51 @@ fn stage1_then_stage2_trains_only_the_private_group() {
     }
     // The experts' gate/up/down change; a 1-expert router gets no gradient.
     assert!(private_changed >= 3, "private weights did not change ({private_changed})");
+}
+
+#[test]
+fn stage2_reference_plan_freezes_attention_and_shared_experts_bit_for_bit() {
+    let data = synthetic_data(8, 16, V, H, 22);
+    let dcfg = EdaDraftConfig::tiny(V, H);
+    // A stage-1 draft on disk (its training is tested above; bit-identity does not need it).
+    let s1 = tempfile::tempdir().unwrap();
+    stage1_draft(&dcfg, matrix(1), matrix(2), &cfg(1), &cpu()).unwrap().save(s1.path()).unwrap();
+
+    let mut c2 = cfg(6);
+    c2.stage = Stage::Stage2;
+    c2.private_init = PrivateInit::FromStage1;
+    c2.stage2_freeze = Stage2Freeze::Reference;
+    let d2 = stage2_draft(s1.path(), matrix(1), matrix(3), &c2, &cpu()).unwrap();
+    let before = param_values(&d2, false).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut t2 = DraftTrainer::new(c2, d2, &cpu(), out.path()).unwrap().progress(false);
+    let r2 = t2.train(&data).unwrap();
+    assert_eq!(r2.steps, 6);
+    let after = param_values(t2.model(), false).unwrap();
+    assert_eq!(before.keys().collect::<Vec<_>>(), after.keys().collect::<Vec<_>>());
+
+    // The reference plan (docs/method.md §2.5): `fc` and the private group train; attention, its
+    // norm, the shared experts and router, the embedding and the LM head stay bit-identical.
+    let (mut frozen, mut fc_changed, mut private_changed) = (Vec::new(), 0, 0);
+    for (k, (_, b)) in &before {
+        let a = &after[k].1;
+        let same = a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        if k.starts_with("fc.") {
+            fc_changed += usize::from(!same);
+        } else if k.contains("private") {
+            private_changed += usize::from(!same);
+        } else {
+            assert!(same, "frozen parameter {k} changed in stage 2 (reference plan)");
+            frozen.push(k.clone());
+        }
+    }
+    // Every frozen group is present, so the bit-identity above covers it.
+    for group in ["self_attn", "post_attention_layernorm", "shared", "embedding", "lm_head"] {
+        assert!(frozen.iter().any(|k| k.contains(group)), "no frozen parameter of {group} in {frozen:?}");
+    }
+    assert_eq!(fc_changed, 2, "fc weight and bias train under the reference plan");
+    assert!(private_changed >= 3, "private weights did not change ({private_changed})");
+    // Trainable: fc plus the private group, more than the shared-group plan's private group only.
+    let shared_plan = eda_draft::ParamCounts::for_config(&dcfg, eda_draft::FreezePlan::SHARED).trainable;
+    assert_eq!(r2.trainable_params, shared_plan + 2 * H * H + H);
 }

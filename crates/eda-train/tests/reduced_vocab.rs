@@ -7,7 +7,6 @@ use burn::tensor::{Tensor, TensorData};
 use common::{cpu, rand_vec, synthetic_data};
 use eda_core::backend::to_vec_f32;
 use eda_core::sampling::seeded_rng;
-use eda_core::Trainer;
 use eda_draft::{EdaDraft, EdaDraftConfig};
 use eda_train::checkpoint::param_values;
 use eda_train::loss::soft_cross_entropy;

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{cpu, params, synthetic_data, Toy};
-use eda_core::{EdaError, Trainer};
+use eda_core::EdaError;
 use eda_train::checkpoint::{checkpoint_dir, list_checkpoints, TrainState};
 use eda_train::{DraftTrainer, NoiseConfig, TrainConfig};
 
@@ -30,7 +30,7 @@ fn trainer(c: TrainConfig, dir: &std::path::Path) -> DraftTrainer<Toy> {
     DraftTrainer::new(c, Toy::new(V, H, 3, &cpu()), &cpu(), dir).unwrap().progress(false)
 }
 
-fn mismatch(r: eda_core::Result<eda_core::TrainReport>) -> Vec<String> {
+fn mismatch(r: eda_core::Result<eda_train::TrainReport>) -> Vec<String> {
     match r {
         Err(EdaError::ResumeMismatch { differences, .. }) => differences,
         other => panic!("expected ResumeMismatch, got {other:?}"),

@@ -1,7 +1,7 @@
 mod common;
 
 use common::{cpu, params, synthetic_data, Toy};
-use eda_core::{EdaError, Trainer};
+use eda_core::EdaError;
 use eda_train::checkpoint::list_checkpoints;
 use eda_train::{DecayShape, DraftTrainer, NoiseConfig, StepMetrics, TrainConfig, WarmupShape};
 

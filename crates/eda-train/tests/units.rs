@@ -8,10 +8,11 @@ use common::cpu;
 use eda_core::data::FeatureSample;
 use eda_core::sampling::seeded_rng;
 use eda_train::batch::build_batch;
+use eda_train::batch::DeviceBatch;
 use eda_train::checkpoint::{load_params, param_values, params_to_bytes};
-use eda_train::loss::smooth_l1;
+use eda_train::loss::{compute_loss, smooth_l1};
 use eda_train::optim::{AdamW, GradAccumulator};
-use eda_train::{AdamWParams, NoiseConfig, ScheduleConfig};
+use eda_train::{AdamWParams, LossConfig, LossNorm, NoiseConfig, ScheduleConfig, TrainForward, TrainableDraft};
 
 #[test]
 fn batch_truncates_pads_and_shifts() {
@@ -168,4 +169,116 @@ fn params_round_trip_and_missing_tensor_error() {
     .unwrap();
     let err = load_params(loaded, &empty, std::path::Path::new("e.safetensors"), &cpu()).unwrap_err();
     assert!(matches!(err, eda_core::EdaError::MissingTensor { ref name, .. } if name == "w"), "{err:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// The whole objective against a hand computation.
+
+/// A draft whose prediction is a fixed tensor (its only "parameter"), with a fixed LM head and
+/// fixed router losses, so the loss of a batch can be computed by hand.
+#[derive(Module, Debug)]
+struct FixedDraft {
+    out: Param<Tensor<3>>,
+    head: Param<Tensor<2>>,
+}
+
+impl TrainableDraft for FixedDraft {
+    fn hidden_size(&self) -> usize {
+        2
+    }
+    fn vocab_size(&self) -> usize {
+        3
+    }
+    fn forward_train(&self, _tokens: Tensor<2, burn::tensor::Int>, _features: Tensor<3>) -> TrainForward {
+        let device = self.out.val().device();
+        TrainForward {
+            hidden: self.out.val(),
+            aux_loss_shared: Tensor::from_floats([0.3], &device),
+            aux_loss_private: Tensor::from_floats([0.7], &device),
+        }
+    }
+    fn logits3(&self, hidden: Tensor<3>) -> Tensor<3> {
+        let [b, t, h] = hidden.dims();
+        hidden.reshape([b * t, h]).matmul(self.head.val().transpose()).reshape([b, t, 3])
+    }
+    fn save_draft(&self, _dir: &std::path::Path) -> eda_core::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn loss_matches_a_hand_computation() {
+    let d = cpu();
+    // One sequence of 3 positions, hidden 2, vocabulary 3; the last position is masked out.
+    let pred = [[0.5f64, -1.0], [2.0, 0.1], [0.0, 0.3]]; // draft's predicted features
+    let target = [[0.0f64, 0.5], [0.2, 0.1], [1.0, -1.0]]; // target's next features
+    let head = [[1.0f64, 0.0], [0.0, 1.0], [1.0, -1.0]]; // LM head, [V, H]
+    let mask = [1.0f64, 1.0, 0.0];
+    let t3 = |x: &[[f64; 2]; 3]| {
+        Tensor::<3>::from_data(TensorData::new(x.iter().flatten().map(|&v| v as f32).collect::<Vec<_>>(), [1, 3, 2]), &d)
+    };
+    let model = FixedDraft {
+        out: Param::from_tensor(t3(&pred)),
+        head: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(head.iter().flatten().map(|&v| v as f32).collect::<Vec<_>>(), [3, 2]),
+            &d,
+        )),
+    };
+    let batch = DeviceBatch {
+        tokens: Tensor::zeros([1, 3], &d),
+        features: Tensor::zeros([1, 3, 2], &d),
+        target: t3(&target),
+        mask: Tensor::<2>::from_floats([[1.0, 1.0, 0.0]], &d),
+        masked_tokens: 2,
+        real_tokens: 3,
+    };
+
+    // By hand. SmoothL1 per element, mean over the hidden dim, masked sum over positions:
+    //   position 0: z = (0.5, -1.5) -> (0.5 * 0.25, 1.5 - 0.5) = (0.125, 1.0), mean 0.5625
+    //   position 1: z = (1.8, 0.0)  -> (1.8 - 0.5, 0.0)        = (1.3, 0.0),   mean 0.65
+    //   position 2 is masked out.
+    let reg_sum = 0.5625 + 0.65;
+    // Soft cross-entropy -sum_x p(x) log q(x), p = softmax(head . target), q = softmax(head . pred).
+    let logits = |h: [f64; 2]| -> [f64; 3] {
+        [head[0][0] * h[0] + head[0][1] * h[1], head[1][0] * h[0] + head[1][1] * h[1], head[2][0] * h[0] + head[2][1] * h[1]]
+    };
+    let mut cls_sum = 0.0;
+    let mut correct = 0.0;
+    for t in 0..3 {
+        let (lp, lq) = (logits(target[t]), logits(pred[t]));
+        let zp = lp[0].exp() + lp[1].exp() + lp[2].exp();
+        let zq = lq[0].exp() + lq[1].exp() + lq[2].exp();
+        let mut ce = 0.0;
+        for x in 0..3 {
+            ce -= (lp[x].exp() / zp) * (lq[x] - zq.ln());
+        }
+        cls_sum += mask[t] * ce;
+        let argmax = |l: [f64; 3]| (0..3).fold(0, |b, i| if l[i] > l[b] { i } else { b });
+        correct += mask[t] * f64::from(u8::from(argmax(lp) == argmax(lq)));
+    }
+    // Position 0: target logits (0, 0.5, -0.5), draft (0.5, -1, 1.5): argmax 1 vs 2.
+    // Position 1: target (0.2, 0.1, 0.1), draft (2, 0.1, 1.9): argmax 0 vs 0.
+    assert_eq!(correct, 1.0);
+
+    let read = |x: &Tensor<1>| eda_core::backend::to_vec_f32(x.clone()).unwrap()[0] as f64;
+    // The reference objective: normalised over the 2 masked positions, cross-entropy weight 0.1,
+    // router losses off.
+    let parts = compute_loss(&model, &batch, &LossConfig::default());
+    let (reg, cls) = (reg_sum / 2.0, cls_sum / 2.0);
+    assert!((read(&parts.reg) - reg).abs() < 1e-6, "reg {} vs {reg}", read(&parts.reg));
+    assert!((read(&parts.cls) - cls).abs() < 1e-5, "cls {} vs {cls}", read(&parts.cls));
+    assert!(read(&parts.aux).abs() < 1e-12);
+    let total = reg + 0.1 * cls;
+    assert!((read(&parts.total) - total).abs() < 1e-5, "total {} vs {total}", read(&parts.total));
+    assert_eq!(read(&parts.correct), correct);
+
+    // Other weights, router losses on, normalised over all 3 positions of the batch.
+    let cfg = LossConfig { w_reg: 2.0, w_cls: 0.5, aux_w_shared: 0.01, aux_w_private: 0.1, norm: LossNorm::BatchTokens };
+    let parts = compute_loss(&model, &batch, &cfg);
+    let (reg, cls) = (reg_sum / 3.0, cls_sum / 3.0);
+    let aux = 0.01 * 0.3 + 0.1 * 0.7;
+    assert!((read(&parts.reg) - reg).abs() < 1e-6 && (read(&parts.cls) - cls).abs() < 1e-5);
+    assert!((read(&parts.aux) - aux).abs() < 1e-6);
+    let total = 2.0 * reg + 0.5 * cls + aux;
+    assert!((read(&parts.total) - total).abs() < 1e-5, "total {} vs {total}", read(&parts.total));
 }

@@ -47,7 +47,14 @@ pub fn run(args: Args) -> Result<()> {
     let prompts: Vec<Vec<TokenId>> = records.iter().map(|r| encoder.encode(&r.messages)).collect::<Result<_>>()?;
     let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline };
     tracing::info!(prompts = prompts.len(), "evaluating");
-    let report = evaluate_with(l.target.as_mut(), l.draft.as_mut(), l.strategy.as_mut(), &prompts, &l.cfg, &opts)?;
+    let report = evaluate_with(
+        l.target.as_mut(),
+        l.draft.as_deref_mut().map(|d| d as &mut dyn eda_core::DraftModel),
+        l.strategy.as_mut(),
+        &prompts,
+        &l.cfg,
+        &opts,
+    )?;
     if let Some(choice) = l.strategy.choice_report() {
         eprint!("{choice}");
     }

@@ -63,40 +63,10 @@ pub struct Args {
 /// Everything needed to decode: models, tokenizer, strategy and settings.
 pub(crate) struct Loaded {
     pub target: Box<dyn TargetModel>,
-    pub draft: Box<dyn DraftModel>,
+    /// `None` with `--strategy autoregressive` (no draft is loaded).
+    pub draft: Option<Box<dyn DraftModel>>,
     pub strategy: Box<dyn SpeculativeStrategy>,
     pub cfg: GenerationConfig,
-}
-
-/// A draft that is never called (autoregressive decoding), with the target's vocabulary.
-struct NoDraft {
-    vocab: usize,
-    hidden: usize,
-}
-
-impl DraftModel for NoDraft {
-    fn info(&self) -> eda_core::DraftInfo {
-        eda_core::DraftInfo { vocab_size: self.vocab, hidden_size: self.hidden, uses_target_features: false }
-    }
-    fn cache_len(&self) -> usize {
-        0
-    }
-    fn reset_cache(&mut self) {}
-    fn truncate_cache(&mut self, _len: usize) -> Result<()> {
-        Ok(())
-    }
-    fn retain_cache(&mut self, _keep: &[usize]) -> Result<()> {
-        Ok(())
-    }
-    fn forward_masked(
-        &mut self,
-        _tokens: &[TokenId],
-        _features: Option<burn::tensor::Tensor<2>>,
-        _positions: &[usize],
-        _mask: &eda_core::AttentionMask,
-    ) -> Result<eda_core::DraftOutput> {
-        Err(EdaError::InvalidArgument("no draft loaded (autoregressive decoding)".into()))
-    }
 }
 
 /// Loads models and tokenizer and builds the strategy and generation settings.
@@ -106,17 +76,17 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
     let target = eda_models::Target::from_pretrained(&a.target, &device)?;
     let info = target.info().clone();
     let strategy = a.strategy.build();
-    let draft: Box<dyn DraftModel> = if a.strategy.strategy == StrategyKind::Autoregressive {
-        Box::new(NoDraft { vocab: info.vocab_size, hidden: info.hidden_size })
+    let draft: Option<Box<dyn DraftModel>> = if a.strategy.strategy == StrategyKind::Autoregressive {
+        None
     } else {
         let dir =
             a.draft.as_ref().ok_or_else(|| EdaError::InvalidArgument("--draft is required unless --strategy autoregressive".into()))?;
         tracing::info!(draft = %dir.display(), kind = ?a.draft_kind, "loading draft");
         match a.draft_kind {
-            DraftKind::Lm => Box::new(LmDraft::new(Box::new(eda_models::Target::from_pretrained(dir, &device)?))),
+            DraftKind::Lm => Some(Box::new(LmDraft::new(Box::new(eda_models::Target::from_pretrained(dir, &device)?)))),
             DraftKind::Eda => {
                 let model = eda_draft::EdaDraft::load(dir, target.embedding_weight(), target.lm_head_weight(), &device)?;
-                Box::new(eda_draft::DraftSession::new(model))
+                Some(Box::new(eda_draft::DraftSession::new(model)))
             }
         }
     };
@@ -221,7 +191,13 @@ pub fn run(args: Args) -> Result<()> {
         }
     };
     let max_pos = l.target.info().max_position_embeddings;
-    let out = l.strategy.generate_streaming(l.target.as_mut(), l.draft.as_mut(), &prompt, &l.cfg, &mut on_commit)?;
+    let out = l.strategy.generate_streaming(
+        l.target.as_mut(),
+        l.draft.as_deref_mut().map(|d| d as &mut dyn DraftModel),
+        &prompt,
+        &l.cfg,
+        &mut on_commit,
+    )?;
     println!();
     if let Some(note) = position_limit_note(prompt.len(), &out.tokens, &l.cfg, max_pos) {
         eprintln!("{note}");

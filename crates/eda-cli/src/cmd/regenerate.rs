@@ -3,8 +3,10 @@
 
 use std::path::PathBuf;
 
-use eda_core::{EdaError, TargetModel};
-use eda_regen::{load_prompts, regenerate_dataset, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode};
+use eda_core::{EdaError, Regenerator, TargetModel};
+use eda_regen::{
+    load_prompts, regenerate_dataset, LocalRegenerator, OpenAiRegenerator, OpenAiSettings, OverflowPolicy, RegenConfig, RegenMode,
+};
 
 use super::args::{tokenizer_path, ComputeArgs, FeatureDtypeArg, SamplingArgs, TemplateArgs};
 
@@ -139,7 +141,11 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         (None, None) => None,
         _ => return Err(EdaError::InvalidArgument("--server-url and --server-model go together".into())),
     };
-    let summary = regenerate_dataset(&mut target, &tokenizer, &prompts, &cfg, remote.as_mut(), &args.out)?;
+    let regenerator: &mut dyn Regenerator = match remote.as_mut() {
+        Some(r) => r,
+        None => &mut LocalRegenerator,
+    };
+    let summary = regenerate_dataset(&mut target, &tokenizer, &prompts, &cfg, regenerator, &args.out)?;
     let m = &summary.manifest;
     println!(
         "{} new samples ({} skipped, {} already done) in {:.1}s; {} in total, {} tokens, {} masked; manifest: {}",

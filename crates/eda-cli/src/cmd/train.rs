@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use eda_core::data::FeatureSample;
-use eda_core::{EdaError, ModelInfo, Trainer};
+use eda_core::{EdaError, ModelInfo};
 use eda_draft::EdaDraftConfig;
 use eda_train::{DraftTrainer, LossNorm, NoiseConfig, PrivateInit, Stage, Stage2Freeze, TrainConfig, WarmupShape};
 

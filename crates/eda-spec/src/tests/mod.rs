@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use burn::tensor::Device;
 use eda_core::generate::generate_autoregressive;
-use eda_core::sampling::probabilities;
 use eda_core::{DecodingStrategy, DraftModel, EdaError, GenerationConfig, GenerationOutput, TargetModel, TokenId};
 
 use crate::session::Verify;
-use crate::toy::{ReducedDraft, ToyEagleDraft, ToyLm};
+use eda_testkit::{exact_joint, pearson_map, ReducedDraft, ToyEagleDraft, ToyLm};
+
 use crate::{evaluate, tau_per_cycle, Autoregressive, ChainStrategy, EvalReport, LmDraft, Strategy, TreeStrategy};
 
 fn device() -> Device {
@@ -32,7 +32,7 @@ fn run(
     match strategy {
         Strategy::Chain(c) => c.run(target, draft, prompt, cfg, mode, None),
         Strategy::Tree(t) => t.run(target, draft, prompt, cfg, mode, None),
-        Strategy::Autoregressive => Autoregressive.generate(target, draft, prompt, cfg),
+        Strategy::Autoregressive => Autoregressive.generate(target, Some(draft), prompt, cfg),
     }
 }
 
@@ -112,11 +112,26 @@ fn autoregressive_strategy_matches_core_and_has_tau_one() {
     let mut target = ToyLm::random(16, 64, 2.0, 4, &device());
     let mut draft = LmDraft::new(Box::new(target.clone()));
     for cfg in [greedy(12), GenerationConfig { max_new_tokens: 12, ..GenerationConfig::sampling(1.0, 9) }] {
-        let a = Autoregressive.generate(&mut target, &mut draft, &[2, 3], &cfg).unwrap();
+        let a = Autoregressive.generate(&mut target, None, &[2, 3], &cfg).unwrap();
         let b = generate_autoregressive(&mut target, &[2, 3], &cfg).unwrap();
         assert_eq!(a.tokens, b.tokens);
         assert_eq!(tau_per_cycle(&a.metrics), 1.0);
         assert_eq!(a.metrics.target_forwards, 12);
+        // A draft, if given, is ignored; streaming commits every token once, in order.
+        let with_draft = Strategy::Autoregressive.generate(&mut target, Some(&mut draft), &[2, 3], &cfg).unwrap();
+        assert_eq!(with_draft.tokens, b.tokens);
+        let mut streamed: Vec<TokenId> = Vec::new();
+        let mut last_forwards = 0;
+        let out = crate::SpeculativeStrategy::generate_streaming(&mut Autoregressive, &mut target, None, &[2, 3], &cfg, &mut |new, m| {
+            assert_eq!(new.len(), 1);
+            streamed.extend_from_slice(new);
+            assert_eq!(m.new_tokens, streamed.len());
+            last_forwards = m.target_forwards;
+        })
+        .unwrap();
+        assert_eq!(streamed, b.tokens);
+        assert_eq!(out.tokens, b.tokens);
+        assert_eq!(last_forwards, 12);
     }
 }
 
@@ -216,73 +231,19 @@ fn invalid_arguments_are_typed_errors() {
         assert!(matches!(e, EdaError::InvalidArgument(_)), "{e}");
         let bad_cfg = GenerationConfig { top_p: 0.0, ..GenerationConfig::sampling(1.0, 0) };
         assert!(run(&s, &mut target, &mut draft, &[1], &bad_cfg, Verify::Lossless).is_err());
+        // Drafting strategies need a draft: a typed error, not a stand-in model.
+        let e = s.clone().generate(&mut target, None, &[1], &cfg).unwrap_err();
+        assert!(matches!(&e, EdaError::InvalidArgument(m) if m.contains("needs a draft")), "{s:?}: {e}");
     }
+    let e = crate::AutoStrategy::default().generate(&mut target, None, &[1], &cfg).unwrap_err();
+    assert!(matches!(&e, EdaError::InvalidArgument(m) if m.contains("needs a draft")), "{e}");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Distribution tests.
 
-/// Chi-square critical value at significance 0.001 (Wilson–Hilferty approximation).
-fn chi2_critical_001(df: usize) -> f64 {
-    let k = df as f64;
-    let z = 3.090_232;
-    k * (1.0 - 2.0 / (9.0 * k) + z * (2.0 / (9.0 * k)).sqrt()).powi(3)
-}
-
-/// Pearson chi-square of observed counts against expected probabilities, pooling cells whose
-/// expected count is below 5. Returns (statistic, degrees of freedom); an observation in a cell
-/// of probability 0 gives an infinite statistic.
-fn chi_square(observed: &HashMap<Vec<TokenId>, usize>, expected: &HashMap<Vec<TokenId>, f64>, n: usize) -> (f64, usize) {
-    for (k, &o) in observed {
-        if o > 0 && expected.get(k).copied().unwrap_or(0.0) <= 0.0 {
-            return (f64::INFINITY, 1);
-        }
-    }
-    let (mut stat, mut cells) = (0.0, 0usize);
-    let (mut pool_o, mut pool_e) = (0.0, 0.0);
-    for (k, &p) in expected {
-        let e = p * n as f64;
-        let o = observed.get(k).copied().unwrap_or(0) as f64;
-        if e >= 5.0 {
-            stat += (o - e).powi(2) / e;
-            cells += 1;
-        } else {
-            pool_o += o;
-            pool_e += e;
-        }
-    }
-    if pool_e > 0.0 {
-        stat += (pool_o - pool_e).powi(2) / pool_e;
-        cells += 1;
-    }
-    (stat, cells.saturating_sub(1).max(1))
-}
-
-/// Exact joint distribution of the first `len` emitted tokens under `cfg`.
-fn exact_joint(target: &mut ToyLm, prompt: &[TokenId], cfg: &GenerationConfig, len: usize) -> HashMap<Vec<TokenId>, f64> {
-    let mut dist: HashMap<Vec<TokenId>, f64> = HashMap::from([(vec![], 1.0)]);
-    for _ in 0..len {
-        let mut next = HashMap::new();
-        for (prefix, pr) in dist {
-            let mut ctx = prompt.to_vec();
-            ctx.extend_from_slice(&prefix);
-            target.reset_cache();
-            let out = target.forward(&ctx).unwrap();
-            let logits = eda_core::backend::to_vec_f32(out.logits.narrow(0, ctx.len() - 1, 1)).unwrap();
-            for (t, &p) in probabilities(&logits, cfg).unwrap().iter().enumerate() {
-                if p > 0.0 {
-                    let mut k = prefix.clone();
-                    k.push(t as TokenId);
-                    next.insert(k, pr * p as f64);
-                }
-            }
-        }
-        dist = next;
-    }
-    dist
-}
-
-/// Chi-square statistic and critical value of the first 3 emitted tokens over `n` seeds.
+/// Chi-square statistic and critical value of the first 3 emitted tokens over `n` seeds (joint
+/// distribution; every token of long generations is checked by [`long_run_fit`]).
 fn distribution_test(strategy: &Strategy, temperature: f32, top_p: f32, mode: Verify, n: usize) -> (f64, f64) {
     distribution_test_with(strategy, temperature, top_p, mode, n, None)
 }
@@ -306,7 +267,7 @@ fn distribution_test_with(
     };
     let prompt = vec![1, 3];
     let base = GenerationConfig { max_new_tokens: 4, temperature, top_p, seed: 0, stop_tokens: vec![] };
-    let expected = exact_joint(&mut target, &prompt, &base, 3);
+    let expected = exact_joint(&mut target, &prompt, &base, 3).unwrap();
     let mut observed: HashMap<Vec<TokenId>, usize> = HashMap::new();
     let mut accepted_any = 0;
     for seed in 0..n as u64 {
@@ -323,12 +284,14 @@ fn distribution_test_with(
         let outside = observed.iter().filter(|(k, _)| k.iter().any(|t| !ids.contains(t))).map(|(_, &c)| c).sum::<usize>();
         assert!(outside > n / 20, "{strategy:?}: tokens outside the draft vocabulary were (almost) never emitted ({outside})");
     }
-    let (stat, df) = chi_square(&observed, &expected, n);
+    let fit = pearson_map(&observed, &expected);
     eprintln!(
-        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {stat:.1} (df {df}, critical {:.1}), accepted drafts {accepted_any}",
-        chi2_critical_001(df)
+        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: chi2 {:.1} (df {}, critical {:.1}), accepted drafts {accepted_any}",
+        fit.statistic,
+        fit.df,
+        fit.critical_001()
     );
-    (stat, chi2_critical_001(df))
+    (fit.statistic, fit.critical_001())
 }
 
 const SAMPLES: usize = 6000;
@@ -386,7 +349,7 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
     let mut draft = ToyEagleDraft::for_target(&target, 1.0, 4);
     let prompts = vec![vec![1, 2], vec![5], vec![9, 9, 9]];
     let mut strategy = TreeStrategy { depth: 3, top_k: 3, total_tokens: 12 };
-    let report = evaluate(&mut target, &mut draft, &mut strategy, &prompts, &greedy(24)).unwrap();
+    let report = evaluate(&mut target, Some(&mut draft), &mut strategy, &prompts, &greedy(24)).unwrap();
     assert_eq!(report.prompts.len(), 3);
     assert_eq!(report.aggregate.greedy_matches, Some(3));
     assert!(report.aggregate.tau > 1.0);
@@ -400,7 +363,7 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
     assert!(table.contains("tau_ref") && table.contains("all"), "{table}");
     let dir = tempfile::tempdir().unwrap();
     report.write_json(&dir.path().join("m.json")).unwrap();
-    assert!(evaluate(&mut target, &mut draft, &mut strategy, &[], &greedy(4)).is_err());
+    assert!(evaluate(&mut target, Some(&mut draft), &mut strategy, &[], &greedy(4)).is_err());
 }
 
 #[test]
@@ -429,4 +392,164 @@ fn oversized_trees_are_refused_before_any_allocation() {
     // top_k at its bound still decodes.
     let ok = TreeStrategy { depth: 2, top_k: 16, total_tokens: 24 };
     assert!(run(&Strategy::Tree(ok), &mut target, &mut draft, &[1], &cfg, Verify::Lossless).is_ok());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every emitted token over many verification cycles.
+//
+// The toy target is a second-order Markov chain: the distribution of the token at position t is
+// known exactly from (x_{t-2}, x_{t-1}) ([`ToyLm::next_logits`]). A lossless decoder's output is
+// that Markov chain, so over many long generations the transitions out of each context follow
+// the target's own conditional distribution; the Pearson statistics of the contexts add up to
+// one chi-square (Anderson–Goodman). Two fits are tested:
+//
+// - `all`: every emitted token (prefill token, accepted drafts, residual draws, bonus tokens);
+// - `from_p`: only the tokens that the verifier draws from the target's `p` at a node: after a
+//   fully accepted chain, at a tree node without children (a leaf of the drafted tree), plus the
+//   prefill / plain steps. Whether a token is one of them depends only on the randomness before
+//   it, so given its context it must follow `p` exactly; a bug in that branch, diluted in `all`,
+//   stands out here. The class is read from the running metrics: a cycle that ended on a rejected
+//   proposal adds one to `proposed - accepted`, a cycle that ended from `p` adds nothing.
+
+/// What a long-generation distribution test measured.
+#[derive(Debug)]
+struct LongRunFit {
+    all: eda_testkit::ChiSquare,
+    from_p: eda_testkit::ChiSquare,
+    tokens: usize,
+    cycles: usize,
+    /// Bonus tokens from `p` after at least one accepted draft (full chain acceptance or a leaf
+    /// below the root).
+    bonus_after_acceptance: usize,
+    /// Cycles that ended on a rejection (token from the residual).
+    residual: usize,
+}
+
+impl LongRunFit {
+    fn rejects(&self) -> bool {
+        self.all.rejects_at_001() || self.from_p.rejects_at_001()
+    }
+}
+
+/// The target's exact conditional distribution after (`a`, `b`) under `cfg`. At temperature 1
+/// without top-p it is a softmax in f64 written out here, independent of the samplers under test;
+/// otherwise the target's sampling distribution (`probabilities`) of its exact logits.
+fn exact_next(target: &ToyLm, a: TokenId, b: TokenId, cfg: &GenerationConfig) -> Vec<f64> {
+    let logits = target.next_logits(Some(a), b).expect("tokens inside the vocabulary");
+    if cfg.temperature != 1.0 || cfg.top_p < 1.0 {
+        return eda_core::sampling::probabilities(&logits, cfg).unwrap().iter().map(|&p| p as f64).collect();
+    }
+    let max = logits.iter().fold(f64::NEG_INFINITY, |m, &l| m.max(l as f64));
+    let e: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
+    let z: f64 = e.iter().sum();
+    e.iter().map(|x| x / z).collect()
+}
+
+/// Generates `runs` sequences of `len` tokens at `temperature` / `top_p` with `strategy`
+/// verified by `mode` and fits every emitted token against the target's conditional
+/// distributions.
+fn long_run_fit(strategy: &Strategy, mode: Verify, temperature: f32, top_p: f32, runs: usize, len: usize) -> LongRunFit {
+    let d = device();
+    let vocab = 5;
+    let mut target = ToyLm::random(vocab, 1024, 2.0, 21, &d);
+    let mut draft = LmDraft::new(Box::new(target.perturbed(1.0, 8)));
+    let prompt: Vec<TokenId> = vec![1, 3];
+    // counts[context][next], context = x_{t-2} * vocab + x_{t-1}.
+    let mut all = vec![vec![0usize; vocab]; vocab * vocab];
+    let mut from_p = vec![vec![0usize; vocab]; vocab * vocab];
+    let (mut tokens, mut cycles, mut bonus_after_acceptance, mut residual) = (0, 0, 0, 0);
+    for run_index in 0..runs as u64 {
+        let cfg = GenerationConfig { max_new_tokens: len, top_p, ..GenerationConfig::sampling(temperature, run_index * 7919 + 3) };
+        // (tokens of the commit, last token drawn from p)
+        let mut commits: Vec<(Vec<TokenId>, bool)> = Vec::new();
+        let mut rejections_before = 0usize;
+        let mut on_commit = |new: &[TokenId], m: &eda_core::DecodeMetrics| {
+            let rejections = m.proposed_per_depth.iter().sum::<usize>() - m.accepted_per_depth.iter().sum::<usize>();
+            commits.push((new.to_vec(), rejections == rejections_before));
+            rejections_before = rejections;
+        };
+        let out = match strategy {
+            Strategy::Chain(c) => c.run(&mut target, &mut draft, &prompt, &cfg, mode, Some(&mut on_commit)),
+            Strategy::Tree(t) => t.run(&mut target, &mut draft, &prompt, &cfg, mode, Some(&mut on_commit)),
+            Strategy::Autoregressive => unreachable!("drafting strategies only"),
+        }
+        .unwrap();
+        assert_eq!(out.tokens.len(), len);
+        assert_eq!(commits.iter().flat_map(|c| c.0.clone()).collect::<Vec<_>>(), out.tokens, "commits are the output");
+        let mut seq = prompt.clone();
+        for (i, (new, last_from_p)) in commits.iter().enumerate() {
+            if i > 0 {
+                cycles += 1;
+                match (last_from_p, new.len()) {
+                    (true, n) if n >= 2 => bonus_after_acceptance += 1,
+                    (false, _) => residual += 1,
+                    _ => {}
+                }
+            }
+            for (j, &t) in new.iter().enumerate() {
+                let ctx = seq[seq.len() - 2] as usize * vocab + seq[seq.len() - 1] as usize;
+                all[ctx][t as usize] += 1;
+                if j + 1 == new.len() && *last_from_p {
+                    from_p[ctx][t as usize] += 1;
+                }
+                seq.push(t);
+                tokens += 1;
+            }
+        }
+    }
+    let base = GenerationConfig { top_p, ..GenerationConfig::sampling(temperature, 0) };
+    let fit = |counts: &[Vec<usize>]| {
+        let mut chi = eda_testkit::ChiSquare::default();
+        for (ctx, row) in counts.iter().enumerate() {
+            let p = exact_next(&target, (ctx / vocab) as TokenId, (ctx % vocab) as TokenId, &base);
+            chi += eda_testkit::pearson(row.iter().copied().zip(p));
+        }
+        chi
+    };
+    let result = LongRunFit { all: fit(&all), from_p: fit(&from_p), tokens, cycles, bonus_after_acceptance, residual };
+    eprintln!(
+        "{strategy:?} T={temperature} top_p={top_p} {mode:?}: all tokens chi2 {:.1} (df {}, critical {:.1}); from p chi2 {:.1} (df {}, critical {:.1}); {} tokens, {} cycles, {} bonus tokens after acceptance, {} residual draws",
+        result.all.statistic,
+        result.all.df,
+        result.all.critical_001(),
+        result.from_p.statistic,
+        result.from_p.df,
+        result.from_p.critical_001(),
+        result.tokens,
+        result.cycles,
+        result.bonus_after_acceptance,
+        result.residual
+    );
+    result
+}
+
+const LONG_RUNS: usize = 400;
+const LONG_LEN: usize = 60;
+
+#[test]
+fn every_emitted_token_over_many_cycles_follows_the_target() {
+    for s in sampling_strategies() {
+        for (t, p) in [(1.0, 1.0), (0.7, 0.9)] {
+            let fit = long_run_fit(&s, Verify::Lossless, t, p, LONG_RUNS, LONG_LEN);
+            assert_eq!(fit.tokens, LONG_RUNS * LONG_LEN);
+            // Many cycles per generation, and both the bonus and the residual branch well exercised.
+            assert!(fit.cycles >= 10 * LONG_RUNS, "{s:?}: only {} cycles", fit.cycles);
+            assert!(fit.bonus_after_acceptance >= 1000, "{s:?}: {} bonus tokens after acceptance", fit.bonus_after_acceptance);
+            assert!(fit.residual >= 500, "{s:?}: {} residual draws", fit.residual);
+            assert!(fit.all.df >= 15 && fit.from_p.df >= 10, "{s:?}: too few cells ({} / {})", fit.all.df, fit.from_p.df);
+            assert!(!fit.rejects(), "{s:?} T={t} top_p={p}: {fit:?}");
+        }
+    }
+}
+
+#[test]
+fn broken_bonus_tokens_fail_the_every_token_test() {
+    for s in sampling_strategies() {
+        for bug in [Verify::BonusArgmax, Verify::BonusFromParent] {
+            let fit = long_run_fit(&s, bug, 1.0, 1.0, LONG_RUNS, LONG_LEN);
+            assert!(fit.rejects(), "{s:?} with {bug:?} passed: {fit:?}");
+            // The bonus-token fit rejects it on its own.
+            assert!(fit.from_p.rejects_at_001(), "{s:?} with {bug:?}: {fit:?}");
+        }
+    }
 }

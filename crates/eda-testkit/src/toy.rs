@@ -1,4 +1,4 @@
-//! Tiny, exact toy models for tests, examples and benchmarks.
+//! Tiny, exact toy models for tests and doc examples.
 //!
 //! [`ToyLm`] is a second-order Markov language model implementing [`TargetModel`] with burn
 //! tensors: the logits at a position depend on its own token and on the token of the *nearest
@@ -15,7 +15,7 @@
 //!
 //! ```
 //! use eda_core::{backend::device_from_name, generate::generate_autoregressive, GenerationConfig};
-//! use eda_spec::toy::ToyLm;
+//! use eda_testkit::ToyLm;
 //! let device = device_from_name("cpu").unwrap();
 //! let mut lm = ToyLm::random(8, 64, 3.0, 1, &device);
 //! let out = generate_autoregressive(&mut lm, &[1, 2], &GenerationConfig { max_new_tokens: 5, ..GenerationConfig::greedy() }).unwrap();
@@ -77,6 +77,8 @@ pub struct ToyLm {
     eye: Tensor<2>,
     /// Cached (token, position) pairs.
     cache: Vec<(TokenId, usize)>,
+    /// Calls of `forward_masked` so far.
+    forward_calls: usize,
 }
 
 impl ToyLm {
@@ -120,6 +122,7 @@ impl ToyLm {
             a,
             b,
             cache: Vec::new(),
+            forward_calls: 0,
         }
     }
 
@@ -127,6 +130,44 @@ impl ToyLm {
     pub fn with_max_positions(mut self, max_positions: usize) -> Self {
         self.info.max_position_embeddings = max_positions;
         self
+    }
+
+    /// Sets the end-of-sequence tokens of [`ModelInfo::eos_token_ids`] (none by default).
+    pub fn with_eos_tokens(mut self, eos: Vec<TokenId>) -> Self {
+        self.info.eos_token_ids = eos;
+        self
+    }
+
+    /// Calls of [`TargetModel::forward_masked`] so far (every forward, prefill, decode or tree
+    /// pass, is one call; clones copy the count).
+    pub fn forward_calls(&self) -> usize {
+        self.forward_calls
+    }
+
+    /// The exact next-token logits after the token pair (`prev`, `cur`), computed on the host
+    /// from the model's tables, independently of the tensor forward pass: `A[cur] + B[prev]`,
+    /// with the learned start row of `B` when `prev` is `None` (`cur` is the first token).
+    /// `None` for a token outside the vocabulary.
+    ///
+    /// ```
+    /// use eda_core::{backend::{device_from_name, to_vec_f32}, TargetModel};
+    /// let mut lm = eda_testkit::ToyLm::random(6, 16, 2.0, 3, &device_from_name("cpu").unwrap());
+    /// let out = to_vec_f32(lm.forward(&[4, 1]).unwrap().logits).unwrap();
+    /// assert_eq!(&out[6..], &lm.next_logits(Some(4), 1).unwrap()[..]);
+    /// assert_eq!(&out[..6], &lm.next_logits(None, 4).unwrap()[..]);
+    /// ```
+    pub fn next_logits(&self, prev: Option<TokenId>, cur: TokenId) -> Option<Vec<f32>> {
+        let v = self.vocab;
+        let cur = cur as usize;
+        let prev = match prev {
+            Some(p) if (p as usize) < v => p as usize,
+            Some(_) => return None,
+            None => v,
+        };
+        if cur >= v {
+            return None;
+        }
+        Some(self.a[cur * v..(cur + 1) * v].iter().zip(&self.b[prev * v..(prev + 1) * v]).map(|(a, b)| a + b).collect())
     }
 
     /// The cached tokens, in cache order.
@@ -178,6 +219,7 @@ impl TargetModel for ToyLm {
     }
 
     fn forward_masked(&mut self, tokens: &[TokenId], positions: &[usize], mask: &AttentionMask) -> Result<TargetOutput> {
+        self.forward_calls += 1;
         self.check_tokens(tokens)?;
         let past = self.cache.len();
         if mask.past() != past || mask.new_len() != tokens.len() || positions.len() != tokens.len() || tokens.is_empty() {
@@ -351,10 +393,12 @@ impl DraftModel for ToyEagleDraft {
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, AttentionMask, DraftModel};
-/// use eda_spec::{toy::{ReducedDraft, ToyLm}, LmDraft};
+/// use eda_testkit::{ReducedDraft, ToyEagleDraft, ToyLm};
 /// let device = device_from_name("cpu").unwrap();
-/// let mut d = ReducedDraft::new(Box::new(LmDraft::new(Box::new(ToyLm::random(8, 32, 2.0, 7, &device)))), vec![1, 5, 6]).unwrap();
-/// let out = d.forward_masked(&[2], None, &[0], &AttentionMask::causal(0, 1)).unwrap();
+/// let target = ToyLm::random(8, 32, 2.0, 7, &device);
+/// let mut d = ReducedDraft::new(Box::new(ToyEagleDraft::for_target(&target, 0.0, 1)), vec![1, 5, 6]).unwrap();
+/// let feature = burn::tensor::Tensor::<2>::zeros([1, 8], &device);
+/// let out = d.forward_masked(&[2], Some(feature), &[0], &AttentionMask::causal(0, 1)).unwrap();
 /// assert_eq!(out.logits.dims(), [1, 3]);
 /// assert_eq!(out.token(1), Some(5));
 /// ```

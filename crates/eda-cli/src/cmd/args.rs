@@ -66,9 +66,10 @@ pub enum StrategyKind {
 /// `--strategy` and its shape: how drafts are proposed and verified (`eda generate`, `eda eval`).
 #[derive(clap::Args, Debug, Clone)]
 pub struct StrategyArgs {
-    /// Decoding strategy.
-    #[arg(long, value_enum, default_value = "tree")]
-    pub strategy: StrategyKind,
+    /// Decoding strategy (default: `chain` on a CPU, where a tree's wide verification passes cost
+    /// more than they save; `tree` on a GPU).
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyKind>,
     /// Tree: expansion steps after the first drafted level (EAGLE-2 `depth`).
     #[arg(long, default_value_t = 5)]
     pub depth: usize,
@@ -84,9 +85,14 @@ pub struct StrategyArgs {
 }
 
 impl StrategyArgs {
-    /// The strategy these flags describe.
-    pub fn build(&self) -> Box<dyn SpeculativeStrategy> {
-        match self.strategy {
+    /// The strategy kind: `--strategy`, else the default for `device`.
+    pub fn kind(&self, device: &burn::tensor::Device) -> StrategyKind {
+        self.strategy.unwrap_or(if eda_core::backend::is_cpu(device) { StrategyKind::Chain } else { StrategyKind::Tree })
+    }
+
+    /// The strategy these flags describe, on `device`.
+    pub fn build(&self, device: &burn::tensor::Device) -> Box<dyn SpeculativeStrategy> {
+        match self.kind(device) {
             StrategyKind::Tree => {
                 Box::new(Strategy::Tree(TreeStrategy { depth: self.depth, top_k: self.top_k, total_tokens: self.total_tokens }))
             }
@@ -248,6 +254,19 @@ mod tests {
         assert_eq!(cli.compute.device.device.as_deref(), Some("cpu"));
         assert_eq!((cli.sampling.temperature, cli.sampling.seed), (0.7, 3));
         assert_eq!(cli.template.template, TemplateArg::Llama3);
+    }
+
+    #[test]
+    fn the_default_strategy_is_a_chain_on_a_cpu_and_an_explicit_one_is_kept() {
+        #[derive(Parser)]
+        struct S {
+            #[command(flatten)]
+            s: StrategyArgs,
+        }
+        let cpu = eda_core::backend::device_from_name("cpu").unwrap();
+        assert_eq!(S::try_parse_from(["eda"]).unwrap().s.kind(&cpu), StrategyKind::Chain);
+        assert_eq!(S::try_parse_from(["eda", "--strategy", "tree"]).unwrap().s.kind(&cpu), StrategyKind::Tree);
+        assert_eq!(S::try_parse_from(["eda"]).unwrap().s.build(&cpu).name(), "chain(gamma=4)");
     }
 
     #[test]

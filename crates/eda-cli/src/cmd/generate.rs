@@ -75,8 +75,8 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
     tracing::info!(target = %a.target.display(), "loading target");
     let target = eda_models::Target::from_pretrained(&a.target, &device)?;
     let info = target.info().clone();
-    let strategy = a.strategy.build();
-    let draft: Option<Box<dyn DraftModel>> = if a.strategy.strategy == StrategyKind::Autoregressive {
+    let strategy = a.strategy.build(&device);
+    let draft: Option<Box<dyn DraftModel>> = if a.strategy.kind(&device) == StrategyKind::Autoregressive {
         None
     } else {
         let dir =
@@ -171,7 +171,7 @@ pub fn run(args: Args) -> Result<()> {
     let prompt = encoder.encode(&super::args::user_message(&args.prompt))?;
     let mut generated: Vec<TokenId> = Vec::new();
     let mut printed = String::new();
-    let autoregressive = args.decode.strategy.strategy == StrategyKind::Autoregressive;
+    let autoregressive = l.draft.is_none();
     // τ is meaningless for plain decoding, and undefined before the first verification.
     let live = args.live_tau && !autoregressive;
     let mut on_commit = |new: &[TokenId], m: &eda_core::DecodeMetrics| {

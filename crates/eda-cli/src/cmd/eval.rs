@@ -45,7 +45,8 @@ pub fn run(args: Args) -> Result<()> {
     let mut l = load(&args.decode)?;
     let encoder = PromptEncoder::new(&args.decode, l.target.info().vocab_size)?;
     let prompts: Vec<Vec<TokenId>> = records.iter().map(|r| encoder.encode(&r.messages)).collect::<Result<_>>()?;
-    let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline };
+    // Plain decoding is its own baseline: timing it twice would only report noise as a "speedup".
+    let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline && l.draft.is_some() };
     tracing::info!(prompts = prompts.len(), "evaluating");
     let report = evaluate_with(
         l.target.as_mut(),

@@ -24,12 +24,16 @@ enum Command {
     Generate(cmd::generate::Args),
     /// Evaluate speculative decoding over a prompts file: metrics JSON and a table.
     Eval(cmd::eval::Args),
+    /// Record a target's hidden states over given conversations or plain text (base features).
+    Features(cmd::features::Args),
     /// Regenerate domain data with a (fine-tuned) target and record its hidden states.
     Regenerate(cmd::regenerate::Args),
     /// Fit base-feature statistics and select regenerated samples by Mahalanobis distance.
     Select(cmd::select::Args),
     /// Train a draft: stage 1 (all parameters) or stage 2 (private experts only).
     Train(cmd::train::Args),
+    /// Write an EDA draft in another layout (EAGLE-1) for other speculative-decoding code.
+    Export(cmd::export::Args),
     /// Convert a llama.cpp GGUF model (Llama, Qwen2) into a HuggingFace checkpoint directory.
     Convert(cmd::convert::Args),
 }
@@ -44,9 +48,11 @@ fn main() {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Generate(a) => cmd::generate::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Features(a) => cmd::features::run(a),
         Command::Regenerate(a) => cmd::regenerate::run(a),
         Command::Select(a) => cmd::select::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Export(a) => cmd::export::run(a),
         Command::Convert(a) => cmd::convert::run(a),
     };
     if let Err(e) = result {

@@ -222,6 +222,41 @@ pub fn shard_from_bytes(bytes: &[u8], path: &Path) -> Result<Vec<FeatureSample>>
     Ok(out)
 }
 
+/// The sample ids of a shard file, in order, read from its header alone (no tensor data is
+/// decoded): cheap enough to list the samples of many large shards before reading them.
+///
+/// ```
+/// use eda_core::data::{read_shard_ids, write_shard, FeatureDType, FeatureSample};
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("s.safetensors");
+/// let s = |id: &str| FeatureSample::new(id, vec![1, 2], vec![0.0; 4], 2, vec![0, 1]).unwrap();
+/// write_shard(&p, &[s("a"), s("b")], FeatureDType::F32).unwrap();
+/// assert_eq!(read_shard_ids(&p).unwrap(), ["a", "b"]);
+/// ```
+pub fn read_shard_ids(path: &Path) -> Result<Vec<String>> {
+    let corrupt = |m: String| EdaError::Safetensors { path: path.into(), message: m };
+    let file = SafetensorsFile::open(path)?;
+    if file.metadata().get("format").map(String::as_str) != Some(SHARD_FORMAT) {
+        return Err(corrupt(format!("not an eda feature shard (metadata format must be `{SHARD_FORMAT}`)")));
+    }
+    let offsets = file.tensor("sample_offsets")?;
+    let n = match offsets.shape {
+        [k] if *k >= 1 => k - 1,
+        other => return Err(EdaError::ShapeMismatch { name: "sample_offsets".into(), expected: vec![0], actual: other.to_vec() }),
+    };
+    match file.metadata().get("sample_ids") {
+        Some(j) => {
+            let ids: Vec<String> = serde_json::from_str(j).map_err(|e| corrupt(format!("bad sample_ids metadata: {e}")))?;
+            if ids.len() != n {
+                return Err(corrupt(format!("{} sample ids for {n} samples", ids.len())));
+            }
+            Ok(ids)
+        }
+        // As `shard_from_bytes` names samples without recorded ids.
+        None => Ok((0..n).map(|i| i.to_string()).collect()),
+    }
+}
+
 /// Checks that no sample id occurs twice; `source(i)` names where sample `i` came from (a shard
 /// file, an index) for the error message.
 ///

@@ -8,6 +8,9 @@
 //! `create_new` (never through an existing file or symlink) and named `.NAME.PID.tmp`; the ones a
 //! killed process left behind are removed by the next write of the same file and by
 //! [`clean_stale_temp_files`].
+//!
+//! Append-only logs ([`append_durable`]) are the exception to "whole files only": each append is
+//! fsynced, and their readers must tolerate a torn last record (a crash mid-append).
 
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
@@ -162,6 +165,69 @@ pub fn clean_stale_temp_files(dir: &Path) -> usize {
     n
 }
 
+/// Appends `bytes` to `path` (created if missing, parent directories too) and fsyncs the file
+/// before returning, so that everything appended survives a crash once this returns; a newly
+/// created file also gets its directory entry fsynced. Like [`atomic_write`], only a regular file
+/// is ever written ([`EdaError::UnsafeOutput`] otherwise).
+///
+/// A crash *during* the call can leave any prefix of `bytes` at the end of the file: callers
+/// frame and checksum their records so that a reader can tell a torn tail.
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("log/events.bin");
+/// eda_core::io::append_durable(&p, b"ab").unwrap();
+/// eda_core::io::append_durable(&p, b"cd").unwrap();
+/// assert_eq!(std::fs::read(&p).unwrap(), b"abcd");
+/// ```
+pub fn append_durable(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    check_output_file(path)?;
+    fs::create_dir_all(dir).map_err(|e| EdaError::io(dir, e))?;
+    let created = !path.exists();
+    let result = (|| {
+        let mut file = fs::OpenOptions::new().append(true).create(true).open(path)?;
+        // Re-check after opening: a symlink swapped in between would have been followed.
+        if !fs::symlink_metadata(path)?.file_type().is_file() {
+            return Err(std::io::Error::other("the file was replaced by something that is not a regular file"));
+        }
+        file.write_all(bytes)?;
+        file.sync_data()?;
+        if created {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Ok(())
+    })();
+    result.map_err(|e| EdaError::io(path, e))
+}
+
+/// Removes the regular file `path` if it exists and fsyncs its directory; a missing file is not
+/// an error, anything but a regular file is refused ([`EdaError::UnsafeOutput`]).
+///
+/// ```
+/// let dir = tempfile::tempdir().unwrap();
+/// let p = dir.path().join("x");
+/// std::fs::write(&p, b"1").unwrap();
+/// eda_core::io::remove_durable(&p).unwrap();
+/// assert!(!p.exists());
+/// eda_core::io::remove_durable(&p).unwrap(); // already gone
+/// ```
+pub fn remove_durable(path: &Path) -> Result<()> {
+    check_output_file(path)?;
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(EdaError::io(path, e)),
+    }
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
 /// Atomically writes `value` as pretty JSON.
 pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| EdaError::json(path, e))?;
@@ -172,4 +238,32 @@ pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
 pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
     let bytes = fs::read(path).map_err(|e| EdaError::io(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| EdaError::json(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_durable_appends_and_refuses_non_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/a.log");
+        append_durable(&p, b"").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"");
+        append_durable(&p, b"x").unwrap();
+        append_durable(&p, b"yz").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"xyz");
+        assert!(matches!(append_durable(dir.path(), b"x"), Err(EdaError::UnsafeOutput { .. })));
+        #[cfg(unix)]
+        {
+            let link = dir.path().join("link.log");
+            std::os::unix::fs::symlink(&p, &link).unwrap();
+            assert!(matches!(append_durable(&link, b"!"), Err(EdaError::UnsafeOutput { .. })));
+            assert!(matches!(remove_durable(&link), Err(EdaError::UnsafeOutput { .. })));
+            assert_eq!(fs::read(&p).unwrap(), b"xyz", "nothing written through the link");
+        }
+        remove_durable(&p).unwrap();
+        assert!(!p.exists());
+        remove_durable(&p).unwrap();
+    }
 }

@@ -2,7 +2,6 @@
 //! shard file, a directory or a file-name glob, and resolves it here, so that a folder written by
 //! one command (`eda regenerate`, `eda select`) can be handed to the next as it is.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::data::SHARD_FORMAT;
@@ -83,20 +82,10 @@ fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// The `format` entry of a safetensors file's metadata (empty when it has none); `None` when the
-/// header cannot be read. Reads only the header.
+/// file cannot be opened as safetensors. The file is memory-mapped, so only the header is read.
 fn shard_format(path: &Path) -> Option<String> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).ok()?;
-    let len = u64::from_le_bytes(len);
-    // A header is a few kilobytes; a huge length is a corrupt file, left for the reader to report.
-    if len > 100 << 20 {
-        return None;
-    }
-    let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&header).ok()?;
-    Some(v.get("__metadata__").and_then(|m| m.get("format")).and_then(|x| x.as_str()).unwrap_or_default().to_string())
+    let file = crate::safetensors::SafetensorsFile::open(path).ok()?;
+    Some(file.metadata().get("format").cloned().unwrap_or_default())
 }
 
 /// Matches `name` against a pattern with `*` (any run) and `?` (one character).

@@ -1,6 +1,9 @@
 //! What a resumed regeneration checks before trusting its manifest: that every listed shard is the
-//! file that was written (its size, and the ids and content hash of the samples it holds), and that every prompt already answered is still in
-//! the prompts file with the same content.
+//! file that was written (its size, and the ids and content hash of the samples it holds), and that
+//! every prompt already answered (in a shard, recorded as skipped, or in the
+//! [journal](crate::journal) of finished samples not yet in a shard) is still in the prompts file
+//! with the same content. Journaled samples need no file check of their own: each journal record
+//! carries a checksum, and a damaged record is dropped when the journal is read.
 //!
 //! Without these checks a shard truncated by a full disk counted as done (its prompts were never
 //! redone and training later failed on it), and a different prompts file whose ids happened to
@@ -83,19 +86,30 @@ pub fn drop_bad_shards(m: &mut Manifest, dir: &Path) -> Result<usize> {
 /// changed, one line each (at most 10 listed, then a count). Records written before hashes were
 /// recorded are not compared.
 pub fn prompt_differences(m: &Manifest, prompts: &[PromptRecord]) -> Vec<String> {
+    prompt_differences_with(m, std::iter::empty(), prompts)
+}
+
+/// [`prompt_differences`] over the manifest and also over `pending`: `(id, prompt hash)` of
+/// prompts finished but not yet in a shard (the [journal](crate::journal) of an interrupted run).
+pub fn prompt_differences_with<'a>(
+    m: &'a Manifest,
+    pending: impl IntoIterator<Item = (&'a str, Option<&'a str>)>,
+    prompts: &[PromptRecord],
+) -> Vec<String> {
     let now: HashMap<&str, &PromptRecord> = prompts.iter().map(|r| (r.id.as_str(), r)).collect();
     let done = m
         .shards
         .iter()
-        .flat_map(|s| s.ids.iter().zip(s.prompt_sha256.iter().map(Some).chain(std::iter::repeat(None))))
-        .chain(m.skipped.iter().map(|k| (&k.id, k.prompt_sha256.as_ref())));
+        .flat_map(|s| s.ids.iter().map(String::as_str).zip(s.prompt_sha256.iter().map(|h| Some(h.as_str())).chain(std::iter::repeat(None))))
+        .chain(m.skipped.iter().map(|k| (k.id.as_str(), k.prompt_sha256.as_deref())))
+        .chain(pending);
     let mut out = Vec::new();
     let mut total = 0usize;
     for (id, recorded) in done {
         let Some(recorded) = recorded else { continue };
-        let line = match now.get(id.as_str()) {
-            None => format!("prompt `{id}` is done in the manifest but absent from the prompts file"),
-            Some(r) if &prompt_sha256(r) != recorded => format!("prompt `{id}` changed since it was answered"),
+        let line = match now.get(id) {
+            None => format!("prompt `{id}` is already done (manifest or journal) but absent from the prompts file"),
+            Some(r) if prompt_sha256(r) != recorded => format!("prompt `{id}` changed since it was answered"),
             Some(_) => continue,
         };
         total += 1;

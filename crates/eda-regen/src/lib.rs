@@ -8,11 +8,16 @@
 //!
 //! Pieces:
 //!
-//! - [`prompts`]: JSONL / chat JSONL / ShareGPT JSON loading into [`PromptRecord`]s;
+//! - [`prompts`]: JSONL / chat JSONL / ShareGPT JSON loading into [`PromptRecord`]s, and
+//!   plain-text documents ([`load_texts`]);
 //! - [`template`]: [`ChatTemplate`] (ChatML, Llama 3, plain) and the loss mask;
+//! - [`chat_format`]: [`ChatFormat`], the rendering recorded with data and drafts;
 //! - [`regenerator`]: [`LocalRegenerator`] (the target itself) and [`OpenAiRegenerator`] (an
 //!   OpenAI-compatible `/v1/completions` server, answers re-tokenised locally);
-//! - [`pipeline`]: [`regenerate_dataset`], shards, [`Manifest`], resume.
+//! - [`pipeline`]: [`regenerate_dataset`], shards, [`Manifest`], resume;
+//! - [`journal`]: the append-only log of finished samples not yet in a shard, so that a killed run
+//!   loses only the samples in flight;
+//! - [`integrity`]: what a resumed run checks (damaged shards, changed prompts).
 //!
 //! Prompts are processed in batches of [`RegenConfig::batch_size`]: the local target
 //! ([`LocalRegenerator`]) generates a batch together ([`TargetModel::generate_batch`](eda_core::TargetModel::generate_batch),
@@ -25,16 +30,21 @@
 
 #![warn(missing_docs)]
 
+pub mod chat_format;
 pub mod integrity;
+pub mod journal;
 pub mod pipeline;
+mod progress;
 pub mod prompts;
 pub mod regenerator;
 pub mod template;
 
+pub use chat_format::{ChatFormat, CHAT_FORMAT_FILE};
+pub use journal::JOURNAL_FILE;
 pub use pipeline::{
     extract_features, extract_features_batch, regenerate_dataset, GeneratorRecord, Manifest, OverflowPolicy, RegenConfig, RegenMode,
     RegenSettings, RegenSummary, ShardRecord, SkippedPrompt, DEFAULT_BATCH_SIZE, MANIFEST_FILE, MANIFEST_FORMAT,
 };
-pub use prompts::{load_prompts, parse_prompts, Message, PromptFormat, PromptRecord, Role};
+pub use prompts::{load_prompts, load_texts, parse_prompts, Message, PromptFormat, PromptRecord, Role};
 pub use regenerator::{LocalRegenerator, OpenAiRegenerator, OpenAiSettings};
 pub use template::ChatTemplate;

@@ -7,19 +7,29 @@
 //! | `shard-NNNNN.safetensors` | [`eda_core::data::write_shard`] shard of up to `shard_size` samples |
 //! | `shard-NNNNN.responses.jsonl` | the same samples as ShareGPT records (`id`, `conversations`), for inspection and export |
 //! | `manifest.json` | [`Manifest`]: settings, target identity, completed shards and their ids, counts |
+//! | `pending.journal` | [`journal`]: finished samples and skipped prompts not yet in a shard (append-only, fsynced after every batch; absent between shards) |
 //!
-//! **Resume.** Every file is written atomically, the shard first, then the manifest that lists it.
-//! A rerun with the same [`RegenSettings`] skips every prompt listed in a completed shard (or
-//! recorded as skipped) and appends new shards; a run killed mid-shard loses only the samples of
-//! the unfinished shard, which the rerun redoes. Different settings are rejected with
-//! [`EdaError::InvalidConfig`] naming the differing fields. Each shard's size and content hash and
-//! each prompt's content hash are recorded: a missing, truncated or altered shard is moved aside
-//! and its prompts are redone, and a prompt that changed or disappeared from the prompts file is
-//! an [`EdaError::ResumeMismatch`] unless [`RegenConfig::allow_changed_inputs`] is set (see
-//! [`integrity`](crate::integrity)). `limit` and `shard_size` are not
-//! settings: a run with `limit = k` followed by a full run yields the same samples, in dataset
-//! order, as one full run (with sampling, each prompt's seed is derived from the configured seed
-//! and the prompt's id, so it does not depend on which run handles it).
+//! **Resume.** Shards and the manifest are written atomically, the shard first, then the manifest
+//! that lists it, then the journal is reset. Samples of the unfinished shard are appended to the
+//! journal after every batch, so a run killed at any point loses only the samples in flight (the
+//! batch being generated). A rerun with the same [`RegenSettings`] skips every prompt listed in a
+//! completed shard, recorded as skipped, or intact in the journal (whose entries go back in front
+//! of the new ones: the output equals an uninterrupted run's, byte for byte), and appends new
+//! shards. A torn or damaged journal tail is ignored with a warning and its prompts are redone;
+//! journal entries that a shard already holds (killed between writing the manifest and resetting
+//! the journal) are dropped. Different settings are rejected with [`EdaError::InvalidConfig`]
+//! naming the differing fields. Each shard's size and content hash and each prompt's content hash
+//! are recorded: a missing, truncated or altered shard is moved aside and its prompts are redone,
+//! and a prompt that changed or disappeared from the prompts file is an
+//! [`EdaError::ResumeMismatch`] unless [`RegenConfig::allow_changed_inputs`] is set (see
+//! [`integrity`](crate::integrity)). `limit`, `shard_size` and `batch_size` are not settings: a
+//! run with `limit = k` followed by a full run yields the same samples, in dataset order, as one
+//! full run (with sampling, each prompt's seed is derived from the configured seed and the
+//! prompt's id, so it does not depend on which run handles it).
+//!
+//! **Progress.** On a terminal an indicatif bar shows prompts done, rate and ETA; otherwise (the
+//! bar hides itself) a `progress` log line gives prompts done of total, tokens/s (all and
+//! generated) and the ETA in seconds, at most every 10 s and after the last batch.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -36,8 +46,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
 
+use crate::journal::{self, JournalEntry, JOURNAL_FILE};
+use crate::progress::{eta_seconds, Throttle, LOG_INTERVAL};
 use crate::prompts::{PromptRecord, Role};
-use crate::template::{encode, join_with_mask, ChatTemplate};
+use crate::template::{encode, encode_document, join_with_mask, ChatTemplate};
 
 /// Name of the manifest file in the output directory.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -53,6 +65,9 @@ pub enum RegenMode {
     /// The dataset's own `reference_response` is used as is (the "original data" baseline);
     /// prompts without one are skipped.
     Original,
+    /// Plain-text documents ([`load_texts`](crate::load_texts)): no chat rendering, the whole
+    /// text (after its first token) is in the loss, closed by the model's EOS.
+    Text,
 }
 
 /// What to do with a sequence longer than the maximum length.
@@ -86,7 +101,8 @@ pub struct RegenConfig {
     pub max_seq_len: Option<usize>,
     /// What to do with sequences longer than the maximum.
     pub overflow: OverflowPolicy,
-    /// Samples per shard.
+    /// Samples per shard. Not a setting. Samples of an unfinished shard are kept in the
+    /// [journal], so a large shard costs memory, not safety.
     pub shard_size: usize,
     /// Only consider the first `limit` prompts of the dataset.
     pub limit: Option<usize>,
@@ -241,8 +257,11 @@ pub struct RegenSummary {
     pub new_samples: usize,
     /// Prompts skipped by this call.
     pub new_skipped: usize,
-    /// Prompts already done by an earlier run.
+    /// Prompts already done by an earlier run (those in its journal included).
     pub already_done: usize,
+    /// Finished prompts (samples and skipped ones) recovered from the journal of an interrupted
+    /// run rather than redone.
+    pub recovered: usize,
     /// Shards written by this call.
     pub shards_written: usize,
     /// Response tokens produced by this call.
@@ -373,7 +392,7 @@ pub fn regenerate_dataset(
         }
     }
     let generator = match cfg.mode {
-        RegenMode::Original => GeneratorRecord::None,
+        RegenMode::Original | RegenMode::Text => GeneratorRecord::None,
         RegenMode::Regenerated => regenerator.record(),
     };
     let settings = RegenSettings {
@@ -381,7 +400,7 @@ pub fn regenerate_dataset(
         mode: cfg.mode,
         template: cfg.template,
         system_prompt: cfg.system_prompt.clone(),
-        generation: if cfg.mode == RegenMode::Original {
+        generation: if cfg.mode != RegenMode::Regenerated {
             GenerationConfig { stop_tokens: vec![], ..GenerationConfig::greedy() }
         } else {
             generation.clone()
@@ -396,6 +415,11 @@ pub fn regenerate_dataset(
     eda_core::io::check_output_dir(out_dir)?;
     eda_core::io::clean_stale_temp_files(out_dir);
     let manifest_path = out_dir.join(MANIFEST_FILE);
+    let journal_path = out_dir.join(JOURNAL_FILE);
+    // Finished prompts of an interrupted run that are not in a shard yet, and whether the journal
+    // file holds anything else (damage, entries already in a shard) and must be rewritten.
+    let mut restored: Vec<JournalEntry> = Vec::new();
+    let mut journal_stale = false;
     let mut manifest = if manifest_path.exists() {
         let mut m = Manifest::load(&manifest_path)?;
         let diff = settings_diff(&m.settings, &settings);
@@ -409,7 +433,8 @@ pub fn regenerate_dataset(
         if crate::integrity::drop_bad_shards(&mut m, out_dir)? > 0 {
             recount(&mut m);
         }
-        let changed = crate::integrity::prompt_differences(&m, prompts);
+        (restored, journal_stale) = load_journal(&journal_path, &m)?;
+        let changed = crate::integrity::prompt_differences_with(&m, restored.iter().map(|e| (e.id(), e.prompt_sha256())), prompts);
         if !changed.is_empty() {
             if !cfg.allow_changed_inputs {
                 return Err(EdaError::ResumeMismatch { path: manifest_path.clone(), differences: changed });
@@ -420,11 +445,17 @@ pub fn regenerate_dataset(
             samples = m.samples,
             shards = m.shards.len(),
             skipped = m.skipped.len(),
+            journaled = restored.len(),
             "resuming from {}",
             manifest_path.display()
         );
         m
     } else {
+        if std::fs::symlink_metadata(&journal_path).is_ok() {
+            // Without the manifest the settings its samples were made with are unknown.
+            tracing::warn!(file = %journal_path.display(), "discarding a journal that has no manifest next to it");
+            eda_core::io::remove_durable(&journal_path)?;
+        }
         Manifest {
             format: MANIFEST_FORMAT.into(),
             settings,
@@ -437,7 +468,12 @@ pub fn regenerate_dataset(
         }
     };
 
-    let done: HashSet<String> = manifest.sample_ids().map(str::to_owned).chain(manifest.skipped.iter().map(|s| s.id.clone())).collect();
+    let done: HashSet<String> = manifest
+        .sample_ids()
+        .map(str::to_owned)
+        .chain(manifest.skipped.iter().map(|s| s.id.clone()))
+        .chain(restored.iter().map(|e| e.id().to_owned()))
+        .collect();
     let considered = &prompts[..cfg.limit.unwrap_or(prompts.len()).min(prompts.len())];
     let todo: Vec<&PromptRecord> = considered.iter().filter(|r| !done.contains(&r.id)).collect();
     let already_done = considered.len() - todo.len();
@@ -447,6 +483,18 @@ pub fn regenerate_dataset(
     let prepared: Vec<Pending> = todo
         .par_iter()
         .map(|r| -> Result<Pending> {
+            if cfg.mode == RegenMode::Text {
+                // The first token plays the prompt (the features need a start); the rest is trained on.
+                let mut ids = match &r.reference_response {
+                    Some(text) => encode_document(tokenizer, text)?,
+                    None => vec![],
+                };
+                let rest = if ids.len() > 1 { ids.split_off(1) } else { vec![] };
+                // A document is not a chat turn: it ends with EOS whatever the template says.
+                let eos = info.eos_token_ids.first().copied();
+                let reference_ids = (!rest.is_empty()).then(|| rest.into_iter().chain(eos).collect());
+                return Ok(Pending { record: r, prompt_ids: ids, reference_ids });
+            }
             let prompt_ids = encode(tokenizer, &cfg.template.render_prompt(&r.messages, system))?;
             let reference_ids = match (cfg.mode, &r.reference_response) {
                 (RegenMode::Original, Some(text)) => {
@@ -462,21 +510,39 @@ pub fn regenerate_dataset(
 
     let bar = ProgressBar::new(prepared.len() as u64);
     bar.set_style(
-        ProgressStyle::with_template("{spinner} regenerate [{elapsed_precise}] {bar:30} {pos}/{len} samples ({per_sec}) {msg}")
+        ProgressStyle::with_template("{spinner} regenerate [{elapsed_precise}] {bar:30} {pos}/{len} samples ({per_sec}, ETA {eta}) {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     // A batch can take minutes; keep the spinner and clock moving in between.
     bar.enable_steady_tick(std::time::Duration::from_millis(500));
-    tracing::info!(pending = prepared.len(), already_done, max_len, mode = ?cfg.mode, batch_size = cfg.batch_size, "regenerating");
+    let recovered = restored.len();
+    tracing::info!(pending = prepared.len(), already_done, recovered, max_len, mode = ?cfg.mode, batch_size = cfg.batch_size, "regenerating");
 
     let mut summary_new = 0usize;
     let mut new_skipped = 0usize;
     let mut shards_written = 0usize;
     let mut response_tokens = 0usize;
-    let mut buffer: Vec<(FeatureSample, String, String)> = Vec::new();
-    let mut pending_skips: Vec<SkippedPrompt> = Vec::new();
     let mut total_tokens = 0usize;
+    // Finished prompts not in a shard yet, in dataset order; all of them are in the journal
+    // except those of the current batch, whose records wait in `unjournaled`.
+    let mut pending: Vec<JournalEntry> = restored;
+    let mut unjournaled: Vec<u8> = Vec::new();
+    let mut manifest_on_disk = manifest_path.exists();
 
+    // A journal longer than a shard (the shard size was lowered since): write its full shards.
+    while samples_in(&pending) >= cfg.shard_size {
+        flush(&mut manifest, &mut pending, cfg.shard_size, out_dir, cfg.dtype)?;
+        shards_written += 1;
+        manifest_on_disk = true;
+        journal_stale = true;
+    }
+    if journal_stale {
+        journal::rewrite(&journal_path, &pending, cfg.dtype)?;
+    }
+
+    let loop_start = Instant::now();
+    let mut throttle = Throttle::new(LOG_INTERVAL);
+    let mut processed = 0usize;
     let batches = prepared.len().div_ceil(cfg.batch_size);
     for (b, chunk) in prepared.chunks(cfg.batch_size).enumerate() {
         let batch_start = Instant::now();
@@ -484,7 +550,7 @@ pub fn regenerate_dataset(
         let (mut batch_new, mut batch_tokens) = (0usize, 0usize);
         // Outcomes are consumed in dataset order, so shards split exactly as one-by-one.
         for (p, outcome) in chunk.iter().zip(outcomes) {
-            match outcome {
+            let entry = match outcome {
                 Outcome::Sample(sample, resp_len) => {
                     response_tokens += resp_len;
                     total_tokens += sample.len();
@@ -494,28 +560,48 @@ pub fn regenerate_dataset(
                     tracing::debug!(id = %p.record.id, tokens = sample.len(), response_tokens = resp_len, "sample done");
                     let resp_text = tokenizer.decode(&sample.input_ids[sample.len() - resp_len..], true).unwrap_or_default();
                     let sharegpt = sharegpt_record(p.record, system, &resp_text);
-                    buffer.push((sample, sharegpt, crate::integrity::prompt_sha256(p.record)));
+                    JournalEntry::Sample { sample, sharegpt, prompt_sha256: crate::integrity::prompt_sha256(p.record) }
                 }
                 Outcome::Skipped(reason) => {
                     tracing::warn!(id = %p.record.id, %reason, "skipping prompt");
                     new_skipped += 1;
-                    pending_skips.push(SkippedPrompt {
+                    JournalEntry::Skipped(SkippedPrompt {
                         id: p.record.id.clone(),
                         reason,
                         prompt_sha256: Some(crate::integrity::prompt_sha256(p.record)),
-                    });
+                    })
                 }
-            }
+            };
+            // Keep the sample exactly as the journal stores it (hidden states in the storage
+            // dtype), so a resumed run continues from the same values as an uninterrupted one.
+            let (record, entry) = journal::round_trip(entry, cfg.dtype)?;
+            unjournaled.extend_from_slice(&record);
+            pending.push(entry);
             bar.inc(1);
-            if buffer.len() >= cfg.shard_size {
-                flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
+            if samples_in(&pending) >= cfg.shard_size {
+                flush(&mut manifest, &mut pending, cfg.shard_size, out_dir, cfg.dtype)?;
                 shards_written += 1;
+                manifest_on_disk = true;
+                // Everything finished so far is in the shard or the manifest now.
+                unjournaled.clear();
+                journal::rewrite(&journal_path, &pending, cfg.dtype)?;
             }
         }
-        let secs = start.elapsed().as_secs_f64().max(1e-9);
+        if !unjournaled.is_empty() {
+            // The journal is only meaningful next to a manifest naming the settings.
+            if !manifest_on_disk {
+                eda_core::io::write_json(&manifest_path, &manifest)?;
+                manifest_on_disk = true;
+            }
+            journal::append_records(&journal_path, &unjournaled)?;
+            unjournaled.clear();
+        }
+        processed += chunk.len();
+        let secs = loop_start.elapsed().as_secs_f64().max(1e-9);
+        let (tok_per_s, new_tok_per_s) = (total_tokens as f64 / secs, response_tokens as f64 / secs);
+        bar.set_message(format!("{tok_per_s:.1} tok/s, {new_tok_per_s:.1} new tok/s"));
         let batch_secs = batch_start.elapsed().as_secs_f64().max(1e-9);
-        bar.set_message(format!("{:.1} tok/s, {:.1} new tok/s", total_tokens as f64 / secs, response_tokens as f64 / secs));
-        tracing::info!(
+        tracing::debug!(
             batch = b + 1,
             batches,
             prompts = chunk.len(),
@@ -525,18 +611,73 @@ pub fn regenerate_dataset(
             new_tok_per_s = batch_new as f64 / batch_secs,
             "batch done"
         );
+        // Without a terminal the bar is hidden: these lines are the progress report.
+        if throttle.due(Instant::now(), b + 1 == batches) {
+            let eta = eta_seconds(secs, processed, prepared.len() - processed).unwrap_or(0.0);
+            tracing::info!(
+                done = already_done + processed,
+                total = considered.len(),
+                batch = b + 1,
+                batches,
+                tok_per_s = %format!("{tok_per_s:.1}"),
+                new_tok_per_s = %format!("{new_tok_per_s:.1}"),
+                eta_s = eta.round() as u64,
+                "progress"
+            );
+        }
     }
-    if !buffer.is_empty() {
-        flush(&mut manifest, &mut buffer, &mut pending_skips, out_dir, cfg.dtype)?;
+    if (!pending.is_empty() || !manifest_on_disk) && flush(&mut manifest, &mut pending, usize::MAX, out_dir, cfg.dtype)? {
         shards_written += 1;
-    } else if !pending_skips.is_empty() || !manifest_path.exists() {
-        manifest.skipped.append(&mut pending_skips);
-        eda_core::io::write_json(&manifest_path, &manifest)?;
     }
+    // Everything is in a shard or the manifest now.
+    eda_core::io::remove_durable(&journal_path)?;
     bar.finish_and_clear();
     let seconds = start.elapsed().as_secs_f64();
-    tracing::info!(new_samples = summary_new, new_skipped, shards_written, total_samples = manifest.samples, seconds, "regeneration done");
-    Ok(RegenSummary { new_samples: summary_new, new_skipped, already_done, shards_written, response_tokens, seconds, manifest })
+    let loop_secs = loop_start.elapsed().as_secs_f64().max(1e-9);
+    tracing::info!(
+        new_samples = summary_new,
+        new_skipped,
+        recovered,
+        shards_written,
+        total_samples = manifest.samples,
+        seconds,
+        tok_per_s = %format!("{:.1}", total_tokens as f64 / loop_secs),
+        new_tok_per_s = %format!("{:.1}", response_tokens as f64 / loop_secs),
+        "regeneration done"
+    );
+    Ok(RegenSummary { new_samples: summary_new, new_skipped, already_done, recovered, shards_written, response_tokens, seconds, manifest })
+}
+
+/// Reads the journal of an interrupted run: its intact entries that no shard holds yet, in order,
+/// and whether the file holds anything else (a damaged tail, entries already in a shard) and so
+/// must be rewritten before new records are appended after it.
+fn load_journal(path: &Path, m: &Manifest) -> Result<(Vec<JournalEntry>, bool)> {
+    let contents = journal::read_journal(path)?;
+    let mut stale = false;
+    if let Some(problem) = &contents.problem {
+        tracing::warn!(
+            file = %path.display(),
+            %problem,
+            kept = contents.entries.len(),
+            ignored_bytes = contents.file_bytes - contents.valid_bytes,
+            "damaged journal (a run killed while writing it?): the intact records before the damage are kept, the rest is redone"
+        );
+        stale = true;
+    }
+    let mut seen: HashSet<String> = m.sample_ids().map(str::to_owned).chain(m.skipped.iter().map(|s| s.id.clone())).collect();
+    let before = contents.entries.len();
+    let kept: Vec<JournalEntry> = contents.entries.into_iter().filter(|e| seen.insert(e.id().to_owned())).collect();
+    if kept.len() < before {
+        // Killed after the manifest listed a shard but before the journal was reset.
+        tracing::info!(dropped = before - kept.len(), "journal entries already in a shard are dropped");
+        stale = true;
+    }
+    Ok((kept, stale))
+}
+
+/// Number of samples (not skipped prompts) among `entries`.
+fn samples_in(entries: &[JournalEntry]) -> usize {
+    entries.iter().filter(|e| matches!(e, JournalEntry::Sample { .. })).count()
 }
 
 fn recount(m: &mut Manifest) {
@@ -546,6 +687,10 @@ fn recount(m: &mut Manifest) {
 }
 
 fn sharegpt_record(r: &PromptRecord, system: Option<&str>, response: &str) -> String {
+    if r.messages.is_empty() {
+        // A plain-text document: the sidecar keeps the corpus layout it came from.
+        return serde_json::json!({"id": r.id, "text": r.reference_response}).to_string();
+    }
     let mut conv = Vec::new();
     if let Some(s) = system {
         if !r.messages.iter().any(|m| m.role == Role::System) {
@@ -564,24 +709,42 @@ fn sharegpt_record(r: &PromptRecord, system: Option<&str>, response: &str) -> St
     serde_json::json!({"id": r.id, "conversations": conv}).to_string()
 }
 
-fn flush(
-    manifest: &mut Manifest,
-    buffer: &mut Vec<(FeatureSample, String, String)>,
-    skips: &mut Vec<SkippedPrompt>,
-    out_dir: &Path,
-    dtype: FeatureDType,
-) -> Result<()> {
+/// Moves the first `max` samples of `pending` (all when it holds fewer), with the skipped prompts
+/// queued before the last of them, into the manifest: the samples as the next shard and its
+/// sidecar, then the manifest (every file atomically). Without samples only the manifest is
+/// written. Returns whether a shard was written.
+fn flush(manifest: &mut Manifest, pending: &mut Vec<JournalEntry>, max: usize, out_dir: &Path, dtype: FeatureDType) -> Result<bool> {
+    let mut end = pending.len();
+    let mut seen = 0usize;
+    for (i, e) in pending.iter().enumerate() {
+        if matches!(e, JournalEntry::Sample { .. }) {
+            seen += 1;
+            if seen == max {
+                end = i + 1;
+                break;
+            }
+        }
+    }
+    let mut samples = Vec::with_capacity(seen);
+    let mut lines = Vec::with_capacity(seen);
+    let mut prompt_sha256 = Vec::with_capacity(seen);
+    for e in pending.drain(..end) {
+        match e {
+            JournalEntry::Sample { sample, sharegpt, prompt_sha256: h } => {
+                samples.push(sample);
+                lines.push(sharegpt);
+                prompt_sha256.push(h);
+            }
+            JournalEntry::Skipped(s) => manifest.skipped.push(s),
+        }
+    }
+    if samples.is_empty() {
+        eda_core::io::write_json(&out_dir.join(MANIFEST_FILE), manifest)?;
+        return Ok(false);
+    }
     let index = manifest.next_shard_index;
     let file = format!("shard-{index:05}.safetensors");
     let responses_file = format!("shard-{index:05}.responses.jsonl");
-    let mut samples = Vec::with_capacity(buffer.len());
-    let mut lines = Vec::with_capacity(buffer.len());
-    let mut prompt_sha256 = Vec::with_capacity(buffer.len());
-    for (s, l, h) in std::mem::take(buffer) {
-        samples.push(s);
-        lines.push(l);
-        prompt_sha256.push(h);
-    }
     // The recorded size and hash let a resumed run tell a complete shard from a damaged one.
     let shard_bytes = eda_core::data::shard_to_bytes(&samples, dtype)?;
     eda_core::io::atomic_write(&out_dir.join(&file), &shard_bytes)?;
@@ -603,9 +766,9 @@ fn flush(
     manifest.masked_tokens += record.masked_tokens;
     tracing::debug!(file = %record.file, samples = record.ids.len(), "shard written");
     manifest.shards.push(record);
-    manifest.skipped.append(skips);
     manifest.next_shard_index = index + 1;
-    eda_core::io::write_json(&out_dir.join(MANIFEST_FILE), manifest)
+    eda_core::io::write_json(&out_dir.join(MANIFEST_FILE), manifest)?;
+    Ok(true)
 }
 
 /// A prompt ready for generation (after overflow handling).
@@ -648,11 +811,14 @@ fn process_batch(
     };
     let mut responses: Vec<Option<Vec<TokenId>>> = vec![None; chunk.len()];
     match cfg.mode {
-        RegenMode::Original => {
+        RegenMode::Original | RegenMode::Text => {
             for (i, p) in chunk.iter().enumerate() {
                 if ready[i].is_some() {
                     match &p.reference_ids {
                         Some(r) => responses[i] = Some(r.clone()),
+                        None if cfg.mode == RegenMode::Text => {
+                            outcomes[i] = Some(Outcome::Skipped("the document is a single token".into()))
+                        }
                         None => outcomes[i] = Some(Outcome::Skipped("no reference response (original mode)".into())),
                     }
                 }
@@ -716,6 +882,14 @@ fn process_batch(
 
 /// The prompt after the overflow rules, or why it is skipped.
 fn prepare_prompt(p: &Pending, cfg: &RegenConfig, max_len: usize) -> std::result::Result<Ready, String> {
+    let is_text = p.record.messages.is_empty();
+    if is_text != (cfg.mode == RegenMode::Text) {
+        return Err(if is_text {
+            "a plain-text document has no conversation to render (use text mode: `eda features --text`)".into()
+        } else {
+            "a conversation is not a plain-text document (text mode reads `{\"text\"}` records)".into()
+        });
+    }
     let mut prompt = p.prompt_ids.clone();
     if prompt.is_empty() {
         return Err("the prompt encodes to no tokens".into());

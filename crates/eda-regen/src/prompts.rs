@@ -78,9 +78,11 @@ impl Message {
 pub struct PromptRecord {
     /// Stable identifier (from the file, or the 1-based record number).
     pub id: String,
-    /// The conversation to answer; its last turn is a user turn.
+    /// The conversation to answer; its last turn is a user turn. Empty for a plain-text
+    /// document ([`load_texts`]).
     pub messages: Vec<Message>,
-    /// The dataset's own answer, if it has one (used when not regenerating).
+    /// The dataset's own answer, if it has one (used when not regenerating); the whole text of a
+    /// plain-text document.
     pub reference_response: Option<String>,
 }
 
@@ -152,8 +154,72 @@ pub fn parse_prompts(text: &str, path: &Path) -> Result<(Vec<PromptRecord>, Prom
         }
         (out, PromptFormat::Jsonl)
     };
+    check_records(&records, path, "prompts")?;
+    Ok((records, format))
+}
+
+/// Reads plain-text documents for teacher-forced features ([`RegenMode::Text`](crate::RegenMode::Text)):
+/// a JSONL file of `{"text": ...}` records (`id` optional, as in [`parse_prompts`]; the layout of
+/// most corpus dumps), or a directory whose regular files (recursively, sorted by path, hidden
+/// ones skipped) are one document each, with the relative path as id. Files that are not UTF-8
+/// text are skipped with a warning. Each record has no messages and the text as its
+/// `reference_response`.
+///
+/// Errors: [`EdaError::Io`], [`EdaError::EmptyDataset`] when there is no document,
+/// [`EdaError::MalformedData`] for a line that is not a JSON object with a non-empty string
+/// `text`, or a duplicate id.
+pub fn load_texts(path: &Path) -> Result<Vec<PromptRecord>> {
+    let records = if path.is_dir() {
+        let mut files = Vec::new();
+        collect_files(path, &mut files)?;
+        files.sort();
+        let mut out = Vec::new();
+        for f in files {
+            let bytes = std::fs::read(&f).map_err(|e| EdaError::io(&f, e))?;
+            match String::from_utf8(bytes) {
+                Ok(text) if !text.trim().is_empty() => {
+                    let id = f.strip_prefix(path).unwrap_or(&f).to_string_lossy().replace('\\', "/");
+                    out.push(PromptRecord { id, messages: vec![], reference_response: Some(text) });
+                }
+                Ok(_) => tracing::warn!(file = %f.display(), "skipping an empty file"),
+                Err(_) => tracing::warn!(file = %f.display(), "skipping a file that is not UTF-8 text"),
+            }
+        }
+        out
+    } else {
+        let text = std::fs::read_to_string(path).map_err(|e| EdaError::io(path, e))?;
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        let mut out = Vec::new();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |m: String| EdaError::MalformedData { path: path.into(), record: i + 1, message: m };
+            let v: Value = serde_json::from_str(line).map_err(|e| bad(format!("invalid JSON: {e}")))?;
+            let body = match v.get("text") {
+                Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+                Some(Value::String(_)) => return Err(bad("`text` is empty".into())),
+                _ => return Err(bad("a plain-text record needs a string `text` (`{\"text\": ...}`)".into())),
+            };
+            let id = match v.get("id") {
+                None => (out.len() + 1).to_string(),
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(x)) => x.to_string(),
+                Some(other) => return Err(bad(format!("`id` must be a string or a number, got {other}"))),
+            };
+            out.push(PromptRecord { id, messages: vec![], reference_response: Some(body) });
+        }
+        out
+    };
+    check_records(&records, path, "text documents")?;
+    Ok(records)
+}
+
+/// Refuses a dataset without records ([`EdaError::EmptyDataset`], naming `what` it lacks) or with
+/// a repeated id ([`EdaError::MalformedData`]): resume relies on unique ids.
+fn check_records(records: &[PromptRecord], path: &Path, what: &str) -> Result<()> {
     if records.is_empty() {
-        return Err(EdaError::EmptyDataset(format!("no prompts in {}", path.display())));
+        return Err(EdaError::EmptyDataset(format!("no {what} in {}", path.display())));
     }
     let mut seen = HashSet::new();
     for (i, r) in records.iter().enumerate() {
@@ -161,7 +227,25 @@ pub fn parse_prompts(text: &str, path: &Path) -> Result<(Vec<PromptRecord>, Prom
             return Err(EdaError::MalformedData { path: path.into(), record: i + 1, message: format!("duplicate id `{}`", r.id) });
         }
     }
-    Ok((records, format))
+    Ok(())
+}
+
+/// Regular files under `dir`, recursively, without hidden entries (`.git`, editor files).
+fn collect_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> Result<()> {
+    for entry in std::fs::read_dir(dir).map_err(|e| EdaError::io(dir, e))? {
+        let entry = entry.map_err(|e| EdaError::io(dir, e))?;
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
+        let path = entry.path();
+        let kind = entry.file_type().map_err(|e| EdaError::io(&path, e))?;
+        if kind.is_dir() {
+            collect_files(&path, out)?;
+        } else if kind.is_file() {
+            out.push(path);
+        }
+    }
+    Ok(())
 }
 
 /// Parses one record (any of the three shapes); `n` is its 1-based line or record number.
@@ -239,6 +323,34 @@ fn finish(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn texts_come_from_jsonl_or_a_directory_and_bad_ones_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let jsonl = dir.path().join("t.jsonl");
+        std::fs::write(&jsonl, "{\"text\": \"fn main() {}\"}\n\n{\"id\": \"b\", \"text\": \"x = 1\"}\n").unwrap();
+        let r = load_texts(&jsonl).unwrap();
+        assert_eq!((r[0].id.as_str(), r[1].id.as_str()), ("1", "b"));
+        assert!(r[0].messages.is_empty());
+        assert_eq!(r[1].reference_response.as_deref(), Some("x = 1"));
+        for bad in ["{\"prompt\": \"hi\"}", "{\"text\": \"  \"}", "not json", "{\"text\": \"a\", \"id\": []}"] {
+            std::fs::write(&jsonl, bad).unwrap();
+            assert!(matches!(load_texts(&jsonl), Err(EdaError::MalformedData { record: 1, .. })), "{bad}");
+        }
+        std::fs::write(&jsonl, "{\"id\": \"a\", \"text\": \"x\"}\n{\"id\": \"a\", \"text\": \"y\"}\n").unwrap();
+        assert!(matches!(load_texts(&jsonl), Err(EdaError::MalformedData { record: 2, .. })), "duplicate id");
+        let corpus = dir.path().join("corpus");
+        std::fs::create_dir_all(corpus.join("src")).unwrap();
+        std::fs::write(corpus.join("src/b.rs"), "fn b() {}").unwrap();
+        std::fs::write(corpus.join("a.py"), "def a(): pass").unwrap();
+        std::fs::write(corpus.join("blob.bin"), [0xff, 0xfe, 0x00]).unwrap();
+        std::fs::write(corpus.join(".hidden"), "secret").unwrap();
+        let ids: Vec<String> = load_texts(&corpus).unwrap().into_iter().map(|r| r.id).collect();
+        assert_eq!(ids, ["a.py", "src/b.rs"]);
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        assert!(matches!(load_texts(&empty), Err(EdaError::EmptyDataset(_))));
+    }
 
     #[test]
     fn fastchat_turns_give_their_first_turn_and_bad_turns_are_typed_errors() {

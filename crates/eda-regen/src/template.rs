@@ -209,6 +209,15 @@ pub fn encode(tokenizer: &Tokenizer, text: &str) -> Result<Vec<TokenId>> {
         .map_err(|e| EdaError::Tokenizer { path: "<tokenizer>".into(), message: format!("cannot encode text: {e}") })
 }
 
+/// Tokenises a plain-text document as the model reads one: with the tokenizer's own special
+/// tokens added (the BOS of Llama tokenizers; nothing for Qwen2/SmolLM2).
+pub fn encode_document(tokenizer: &Tokenizer, text: &str) -> Result<Vec<TokenId>> {
+    tokenizer
+        .encode(text, true)
+        .map(|e| e.get_ids().to_vec())
+        .map_err(|e| EdaError::Tokenizer { path: "<tokenizer>".into(), message: format!("cannot encode text: {e}") })
+}
+
 /// Concatenates prompt and response and builds the loss mask (see the [module docs](self)).
 ///
 /// ```

@@ -54,6 +54,24 @@ impl DistanceStats {
     }
 }
 
+/// Which base samples the base distances of a [`DriftSummary`] were scored on, relative to the
+/// statistics fit (see [`HoldoutSplit`](crate::HoldoutSplit)).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DriftBaseline {
+    /// `true`: the scored samples were left out of the fit (an unbiased in-distribution
+    /// reference). `false`: they are the fitted samples themselves (in-sample: distances biased
+    /// low, the drift ratio biased high).
+    pub held_out: bool,
+    /// Base samples the statistics were fitted on.
+    pub fitted_samples: usize,
+    /// Base samples scored for the base distances.
+    pub scored_samples: usize,
+    /// The requested hold-out fraction.
+    pub holdout_fraction: f64,
+    /// Why the baseline is in-sample, when it is.
+    pub note: Option<String>,
+}
+
 /// Per-token distance distributions of base-target and fine-tuned-target features under the
 /// same reference Gaussian. A fine-tuned target that drifted shows larger distances.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,10 +82,17 @@ pub struct DriftSummary {
     pub tuned: DistanceStats,
     /// `tuned.mean / base.mean`, when the base summary is available.
     pub mean_ratio: Option<f64>,
+    /// Which base samples `base` was scored on (held out of the fit or in-sample), when known.
+    #[serde(default)]
+    pub base_samples: Option<DriftBaseline>,
 }
 
 impl DriftSummary {
     /// Scores every token of `base` (if given) and `tuned` with `selector`'s model and positions.
+    ///
+    /// `base` should be base samples the statistics were *not* fitted on (see
+    /// [`HoldoutSplit`](crate::HoldoutSplit)); record which they are with
+    /// [`with_base_samples`](Self::with_base_samples).
     pub fn compute(selector: &MahalanobisSelector, base: Option<&[FeatureSample]>, tuned: &[FeatureSample]) -> Result<Self> {
         let flat = |s: &[FeatureSample]| -> Result<DistanceStats> { DistanceStats::from_values(&selector.token_distances(s)?.concat()) };
         let tuned = flat(tuned)?;
@@ -78,7 +103,13 @@ impl DriftSummary {
     /// Builds a summary from already computed parts.
     pub fn from_parts(base: Option<DistanceStats>, tuned: DistanceStats) -> Self {
         let mean_ratio = base.as_ref().filter(|b| b.mean > 0.0).map(|b| tuned.mean / b.mean);
-        DriftSummary { base, tuned, mean_ratio }
+        DriftSummary { base, tuned, mean_ratio, base_samples: None }
+    }
+
+    /// Records which base samples the base distances were scored on.
+    pub fn with_base_samples(mut self, baseline: DriftBaseline) -> Self {
+        self.base_samples = Some(baseline);
+        self
     }
 }
 
@@ -103,6 +134,20 @@ impl fmt::Display for DriftSummary {
         row(f, "tuned", &self.tuned)?;
         if let Some(r) = self.mean_ratio {
             writeln!(f, "mean distance ratio tuned/base: {r:.3}")?;
+        }
+        match (&self.base, &self.base_samples) {
+            (Some(_), Some(b)) if b.held_out => writeln!(
+                f,
+                "base = {} held-out samples the statistics were not fitted on ({} fitted, hold-out fraction {})",
+                b.scored_samples, b.fitted_samples, b.holdout_fraction
+            )?,
+            (Some(_), Some(b)) => writeln!(
+                f,
+                "base = the {} samples the statistics were fitted on: in-sample, so base distances are biased low and the ratio high{}",
+                b.fitted_samples,
+                b.note.as_deref().map(|n| format!(" ({n})")).unwrap_or_default()
+            )?,
+            _ => {}
         }
         Ok(())
     }

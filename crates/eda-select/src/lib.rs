@@ -11,7 +11,8 @@
 //!   blocked triangular solves: `D(x) = ‖L⁻¹(x−μ)‖₂`.
 //! * [`MahalanobisSelector`] (implements [`eda_core::SampleSelector`]), baselines
 //!   [`RandomSelector`] and [`KeepAll`], token budgets via [`SelectionExt`].
-//! * [`DriftSummary`] — distance distributions of base vs fine-tuned features.
+//! * [`DriftSummary`] — distance distributions of base vs fine-tuned features, the base scored on
+//!   samples held out of the fit ([`HoldoutSplit`]).
 //!
 //! ```
 //! use eda_core::data::FeatureSample;
@@ -36,12 +37,14 @@
 #![warn(missing_docs)]
 
 pub mod drift;
+pub mod holdout;
 mod linalg;
 pub mod model;
 pub mod selector;
 pub mod stats;
 
-pub use drift::{DistanceStats, DriftSummary};
+pub use drift::{DistanceStats, DriftBaseline, DriftSummary};
+pub use holdout::{holdout_rank, HoldoutSplit, DEFAULT_DRIFT_HOLDOUT, MIN_BASE_SAMPLES_FOR_HOLDOUT};
 pub use model::MahalanobisModel;
 pub use selector::{quantile_sorted, rank_top, KeepAll, MahalanobisSelector, Pooling, RandomSelector, ScoreConfig, SelectionExt};
 pub use stats::{ledoit_wolf_alpha, sum_fourth_power_norms, CovAccumulator, FeatureStats, FitConfig, FitUnit, PositionFilter, Shrinkage};

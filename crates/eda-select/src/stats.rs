@@ -470,13 +470,20 @@ impl FeatureStats {
     /// Fits on shard files without holding them all in memory: each shard is read twice (one
     /// pass for the moments, one for the Ledoit–Wolf fourth moment).
     pub fn fit_shards(paths: &[PathBuf], cfg: &FitConfig) -> Result<Self> {
+        Self::fit_shards_where(paths, cfg, |_| true)
+    }
+
+    /// [`fit_shards`](Self::fit_shards) on the samples for which `keep` is true only, for example
+    /// all but those held out for the drift baseline ([`HoldoutSplit`](crate::HoldoutSplit)).
+    pub fn fit_shards_where(paths: &[PathBuf], cfg: &FitConfig, keep: impl Fn(&FeatureSample) -> bool) -> Result<Self> {
         cfg.shrinkage.validate()?;
         if paths.is_empty() {
             return Err(EdaError::EmptyDataset("no reference shards given".into()));
         }
         let mut acc: Option<CovAccumulator> = None;
         for p in paths {
-            let samples = eda_core::data::read_shard(p)?;
+            let mut samples = eda_core::data::read_shard(p)?;
+            samples.retain(&keep);
             if samples.is_empty() {
                 continue;
             }
@@ -499,7 +506,8 @@ impl FeatureStats {
         let acc = acc.ok_or_else(|| EdaError::EmptyDataset("reference shards hold no samples".into()))?;
         let mut r4 = 0.0;
         for p in paths {
-            let samples = eda_core::data::read_shard(p)?;
+            let mut samples = eda_core::data::read_shard(p)?;
+            samples.retain(&keep);
             r4 += match observations(&samples, cfg) {
                 Observations::Tokens(rows) => sum_fourth_power_norms(acc.mean(), &rows),
                 Observations::Means(means) => {

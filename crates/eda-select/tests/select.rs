@@ -429,3 +429,76 @@ fn an_all_zero_loss_mask_is_an_error_not_scored_on_every_position() {
     let all = MahalanobisSelector::from_stats(&stats, ScoreConfig { positions: PositionFilter::All, ..Default::default() }).unwrap();
     assert_eq!(all.select(&cands, 0.5).unwrap().indices.len(), 3);
 }
+
+/// Rows of a standard normal vector in `d` dimensions (Box–Muller), deterministic in `seed`.
+fn gaussian_rows(seed: u64, n: usize, d: usize) -> Vec<Vec<f32>> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    (0..n)
+        .map(|_| {
+            (0..d)
+                .map(|_| {
+                    let (u1, u2) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                    ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn an_in_sample_drift_baseline_is_biased_low_and_a_held_out_one_is_not() {
+    // Few samples in a high dimension: the fit adapts to its own points, so their distances are
+    // smaller than those of fresh points from the very same distribution.
+    let d = 48;
+    let samples: Vec<FeatureSample> = gaussian_rows(7, 120, d)
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| FeatureSample::new(format!("base-{i}"), vec![0], r, d, vec![1]).unwrap())
+        .collect();
+    let ids: Vec<&str> = samples.iter().map(|s| s.id.as_str()).collect();
+    let split = HoldoutSplit::new(&ids, 0.3).unwrap();
+    let (held, fitted): (Vec<FeatureSample>, Vec<FeatureSample>) = samples.iter().cloned().partition(|s| split.is_held_out(&s.id));
+    assert_eq!((held.len(), fitted.len()), (split.held_out(), split.fitted()));
+    assert!(held.len() >= 10 && fitted.len() > d, "{} held out, {} fitted", held.len(), fitted.len());
+
+    let cfg = FitConfig { shrinkage: Shrinkage::Ridge(0.01), ..FitConfig::default() };
+    let stats = FeatureStats::fit(&fitted, &cfg).unwrap();
+    let sel = MahalanobisSelector::from_stats(&stats, ScoreConfig::default()).unwrap();
+    // "Tuned" = held-out base samples: no drift at all, yet against the in-sample baseline it
+    // looks drifted.
+    let in_sample = DriftSummary::compute(&sel, Some(&fitted), &held).unwrap();
+    let (in_mean, out_mean) = (in_sample.base.as_ref().unwrap().mean, in_sample.tuned.mean);
+    assert!(out_mean > 1.25 * in_mean, "held-out mean distance {out_mean:.3} vs in-sample {in_mean:.3}");
+
+    // The held-out baseline is recorded and printed as such.
+    let drift = DriftSummary::compute(&sel, Some(&held), &held).unwrap().with_base_samples(split.baseline());
+    assert!((drift.mean_ratio.unwrap() - 1.0).abs() < 1e-12);
+    let b = drift.base_samples.as_ref().unwrap();
+    assert!(b.held_out && b.scored_samples == held.len() && b.fitted_samples == fitted.len());
+    assert!(drift.to_string().contains("held-out samples the statistics were not fitted on"), "{drift}");
+    let back: DriftSummary = serde_json::from_str(&serde_json::to_string(&drift).unwrap()).unwrap();
+    assert_eq!(back, drift);
+    // Summaries written before the field existed still read.
+    let mut old = serde_json::to_value(&drift).unwrap();
+    old.as_object_mut().unwrap().remove("base_samples");
+    assert_eq!(serde_json::from_value::<DriftSummary>(old).unwrap().base_samples, None);
+
+    // Streaming from shards, in any order and sharding, leaves out exactly the same samples.
+    let dir = tempfile::tempdir().unwrap();
+    let mut rev = samples.clone();
+    rev.reverse();
+    let paths: Vec<std::path::PathBuf> = rev
+        .chunks(50)
+        .enumerate()
+        .map(|(k, c)| {
+            let p = dir.path().join(format!("s{k}.safetensors"));
+            eda_core::data::write_shard(&p, c, eda_core::data::FeatureDType::F32).unwrap();
+            p
+        })
+        .collect();
+    let streamed = FeatureStats::fit_shards_where(&paths, &cfg, |s| !split.is_held_out(&s.id)).unwrap();
+    assert_eq!(streamed.count, fitted.len() as u64);
+    assert!((&streamed.mean - &stats.mean).amax() < 1e-9);
+    assert!((&streamed.covariance - &stats.covariance).amax() < 1e-9);
+}

@@ -6,10 +6,11 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use eda_core::{predicted_speedup, DecodeMetrics, DraftModel, EdaError, GenerationConfig, Result, TargetModel, TokenId};
+use eda_core::{predicted_speedup, DecodeMetrics, DraftModel, EdaError, GenerationConfig, GenerationOutput, Result, TargetModel, TokenId};
 
 use eda_core::generate::generate_autoregressive;
 
+use crate::baseline::{Baseline, BaselineProvenance, BaselineSource};
 use crate::SpeculativeStrategy;
 
 /// Drafting–verification cycles of a generation: target forwards after the prefill.
@@ -57,7 +58,8 @@ pub fn tau_reference(m: &DecodeMetrics) -> Option<f64> {
 /// Options of [`evaluate_with`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalOptions {
-    /// Untimed warm-up runs (of both strategies) on the first prompt (the reference uses 3).
+    /// Untimed warm-up runs on the first prompt (the reference uses 3): of both strategies when
+    /// the baseline is measured, of the evaluated strategy alone when it is given.
     pub warmup: usize,
     /// Also run the autoregressive baseline (needed for measured speedup and greedy checks).
     pub baseline: bool,
@@ -80,7 +82,8 @@ pub struct PromptReport {
     pub tokens: Vec<TokenId>,
     /// τ, standard definition ([`tau_per_cycle`]).
     pub tau: f64,
-    /// τ, reference-code definition ([`tau_reference`]).
+    /// τ, reference-code definition ([`tau_reference`]); `None` without a draft (plain decoding
+    /// has no drafting cycles to average over).
     pub tau_reference: Option<f64>,
     /// Tokens per target forward, prefill included ([`DecodeMetrics::tau`]).
     pub tokens_per_target_forward: f64,
@@ -115,7 +118,8 @@ pub struct AggregateReport {
     pub new_tokens: usize,
     /// τ, standard definition, over all cycles of all prompts.
     pub tau: f64,
-    /// τ, reference definition: unweighted mean of the per-prompt values (reference variant).
+    /// τ, reference definition: unweighted mean of the per-prompt values (reference variant);
+    /// `None` without a draft.
     pub tau_reference: Option<f64>,
     /// Tokens per target forward, prefills included.
     pub tokens_per_target_forward: f64,
@@ -167,6 +171,11 @@ pub struct EvalReport {
     pub prompts: Vec<PromptReport>,
     /// Aggregate figures.
     pub aggregate: AggregateReport,
+    /// Where the autoregressive baseline came from: measured in this run, or reused from a
+    /// [`BaselineCache`](crate::BaselineCache) file (then the speedup is not a side-by-side
+    /// measurement). `None` without a baseline.
+    #[serde(default)]
+    pub baseline: Option<BaselineProvenance>,
 }
 
 impl EvalReport {
@@ -255,7 +264,22 @@ impl fmt::Display for EvalReport {
         )?;
         let acc: Vec<String> = a.acceptance_per_depth.iter().map(|x| format!("{x:.2}")).collect();
         writeln!(f, "acceptance per depth: [{}]", acc.join(", "))?;
-        write!(f, "tau = tokens per drafting-verification cycle (bonus included); tau_ref = reference-code variant new_token/(cycles-1), mean over prompts")
+        write!(f, "tau = tokens per drafting-verification cycle (bonus included); tau_ref = reference-code variant new_token/(cycles-1), mean over prompts")?;
+        if let Some(b) = self.baseline.as_ref().filter(|b| b.source == BaselineSource::Cached) {
+            let file = b.file.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "a cache".into());
+            write!(
+                f,
+                "\nautoregressive baseline reused from {file} (measured {}, eda {}), not side by side with this run; --fresh-baseline re-measures it",
+                b.measured_at, b.eda_version
+            )?;
+            if a.greedy_matches.is_some_and(|k| k < a.prompts) {
+                write!(
+                    f,
+                    "\nwarning: outputs differ from the cached autoregressive ones; the cached baseline may be stale (--fresh-baseline)"
+                )?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -280,7 +304,11 @@ pub fn evaluate<S: SpeculativeStrategy + ?Sized>(
 
 /// Runs `strategy` and (optionally) autoregressive decoding on every prompt, in the same
 /// process and interleaved, and gathers per-prompt and aggregate figures. `draft` is what
-/// `strategy` drafts with (`None` for [`Autoregressive`](crate::Autoregressive)).
+/// `strategy` drafts with (`None` for [`Autoregressive`](crate::Autoregressive)); without a draft
+/// τ's reference variant is not reported (`tau_reference: None`).
+///
+/// To reuse an autoregressive baseline measured earlier instead of measuring it again, see
+/// [`BaselineCache::evaluate`](crate::BaselineCache::evaluate) and [`evaluate_with_baseline`].
 ///
 /// ```
 /// use eda_core::{backend::device_from_name, GenerationConfig};
@@ -297,40 +325,119 @@ pub fn evaluate<S: SpeculativeStrategy + ?Sized>(
 /// ```
 pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
     target: &mut dyn TargetModel,
-    mut draft: Option<&mut dyn DraftModel>,
+    draft: Option<&mut dyn DraftModel>,
     strategy: &mut S,
     prompts: &[Vec<TokenId>],
     cfg: &GenerationConfig,
     opts: &EvalOptions,
 ) -> Result<EvalReport> {
+    let plan = if opts.baseline { BaselinePlan::Measure } else { BaselinePlan::Skip };
+    Ok(evaluate_planned(target, draft, strategy, prompts, cfg, opts.warmup, plan)?.0)
+}
+
+/// Like [`evaluate_with`], but compares against a given autoregressive `baseline` (one output
+/// per prompt, e.g. from a [`BaselineCache`](crate::BaselineCache)) instead of measuring it:
+/// only `strategy` runs (and warms up). The greedy-equality check compares with the baseline's
+/// tokens and the measured speedup with its timings; the report records the baseline's
+/// provenance. `opts.baseline` is ignored.
+///
+/// ```
+/// use eda_core::{backend::device_from_name, generate::generate_autoregressive, GenerationConfig};
+/// use eda_spec::{evaluate_with_baseline, Baseline, BaselineProvenance, ChainStrategy, EvalOptions, LmDraft};
+/// use eda_testkit::ToyLm;
+/// let device = device_from_name("cpu").unwrap();
+/// let mut target = ToyLm::random(16, 64, 3.0, 1, &device);
+/// let mut draft = LmDraft::new(Box::new(target.clone()));
+/// let cfg = GenerationConfig { max_new_tokens: 10, ..GenerationConfig::greedy() };
+/// let prompts = vec![vec![1, 2], vec![3]];
+/// let outputs = prompts.iter().map(|p| generate_autoregressive(&mut target, p, &cfg)).collect::<Result<Vec<_>, _>>().unwrap();
+/// let baseline = Baseline { outputs, provenance: BaselineProvenance::measured_now() };
+/// let report = evaluate_with_baseline(&mut target, Some(&mut draft), &mut ChainStrategy { gamma: 3 }, &prompts, &cfg, &EvalOptions::default(), &baseline).unwrap();
+/// assert_eq!(report.aggregate.greedy_matches, Some(2));
+/// ```
+pub fn evaluate_with_baseline<S: SpeculativeStrategy + ?Sized>(
+    target: &mut dyn TargetModel,
+    draft: Option<&mut dyn DraftModel>,
+    strategy: &mut S,
+    prompts: &[Vec<TokenId>],
+    cfg: &GenerationConfig,
+    opts: &EvalOptions,
+    baseline: &Baseline,
+) -> Result<EvalReport> {
+    if baseline.outputs.len() != prompts.len() {
+        return Err(EdaError::mismatch("autoregressive baseline outputs (one per prompt)", prompts.len(), baseline.outputs.len()));
+    }
+    let (mut report, _) = evaluate_planned(target, draft, strategy, prompts, cfg, opts.warmup, BaselinePlan::Given(&baseline.outputs))?;
+    report.baseline = Some(baseline.provenance.clone());
+    Ok(report)
+}
+
+/// Where the autoregressive baseline of one evaluation comes from.
+pub(crate) enum BaselinePlan<'a> {
+    /// No baseline.
+    Skip,
+    /// Measured in this run, interleaved with the evaluated strategy.
+    Measure,
+    /// Given, one output per prompt (checked by the caller).
+    Given(&'a [GenerationOutput]),
+}
+
+/// The evaluation loop. Returns the report and, when measured here, the baseline outputs (for a
+/// cache to store).
+pub(crate) fn evaluate_planned<S: SpeculativeStrategy + ?Sized>(
+    target: &mut dyn TargetModel,
+    mut draft: Option<&mut dyn DraftModel>,
+    strategy: &mut S,
+    prompts: &[Vec<TokenId>],
+    cfg: &GenerationConfig,
+    warmup: usize,
+    plan: BaselinePlan<'_>,
+) -> Result<(EvalReport, Option<Vec<GenerationOutput>>)> {
     if prompts.is_empty() {
         return Err(EdaError::EmptyDataset("no prompts to evaluate".into()));
     }
-    let gamma = strategy.drafted_per_cycle();
-    for _ in 0..opts.warmup {
+    let measure = matches!(plan, BaselinePlan::Measure);
+    let has_baseline = !matches!(plan, BaselinePlan::Skip);
+    for _ in 0..warmup {
         strategy.generate(target, reborrow(&mut draft), &prompts[0], cfg)?;
-        if opts.baseline {
+        // A given baseline was timed (and warmed) when it was measured.
+        if measure {
             generate_autoregressive(target, &prompts[0], cfg)?;
         }
     }
     let mut reports = Vec::with_capacity(prompts.len());
+    let mut measured = Vec::new();
     let bar = indicatif::ProgressBar::new(prompts.len() as u64);
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
     }
     for (index, prompt) in prompts.iter().enumerate() {
         bar.inc(1);
-        let base = if opts.baseline { Some(generate_autoregressive(target, prompt, cfg)?) } else { None };
+        let base: Option<GenerationOutput> = match &plan {
+            BaselinePlan::Skip => None,
+            BaselinePlan::Measure => Some(generate_autoregressive(target, prompt, cfg)?),
+            BaselinePlan::Given(outputs) => Some(outputs[index].clone()),
+        };
         let out = strategy.generate(target, reborrow(&mut draft), prompt, cfg)?;
+        // Read after generating: an [`AutoStrategy`](crate::AutoStrategy) chooses its shape (maybe
+        // plain decoding) in its first generation.
+        let gamma = strategy.drafted_per_cycle();
+        // The reference variant of τ averages drafting cycles; plain decoding has none (its value,
+        // (n-1)/(n-2), would only look like a small gain).
+        let drafting = draft.is_some() && gamma > 0;
         let m = &out.metrics;
         let btps = base.as_ref().map(|b| b.metrics.tokens_per_second()).unwrap_or(0.0);
         let tps = m.tokens_per_second();
         tracing::info!(prompt = index, tokens = m.new_tokens, tau = tau_per_cycle(m), "evaluated prompt");
+        let greedy_match = base.as_ref().filter(|_| cfg.is_greedy()).map(|b| b.tokens == out.tokens);
+        if greedy_match == Some(false) && matches!(plan, BaselinePlan::Given(_)) {
+            tracing::warn!(prompt = index, "greedy output differs from the given autoregressive baseline (stale cache?)");
+        }
         reports.push(PromptReport {
             index,
             prompt_tokens: prompt.len(),
             tau: tau_per_cycle(m),
-            tau_reference: tau_reference(m),
+            tau_reference: if drafting { tau_reference(m) } else { None },
             tokens_per_target_forward: m.tau(),
             alpha: m.alpha(),
             acceptance_per_depth: m.acceptance_per_depth(),
@@ -339,15 +446,19 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
             tokens_per_second: tps,
             baseline_tokens_per_second: btps,
             speedup: if btps > 0.0 { tps / btps } else { 0.0 },
-            greedy_match: base.as_ref().filter(|_| cfg.is_greedy()).map(|b| b.tokens == out.tokens),
+            greedy_match,
             metrics: out.metrics.clone(),
-            baseline_metrics: base.map(|b| b.metrics),
+            baseline_metrics: base.as_ref().map(|b| b.metrics.clone()),
             tokens: out.tokens,
         });
+        if measure {
+            measured.extend(base);
+        }
     }
     bar.finish_and_clear();
+    let gamma = strategy.drafted_per_cycle();
     let mut metrics = DecodeMetrics::default();
-    let mut baseline_metrics = opts.baseline.then(DecodeMetrics::default);
+    let mut baseline_metrics = has_baseline.then(DecodeMetrics::default);
     for r in &reports {
         metrics.merge(&r.metrics);
         if let (Some(bm), Some(b)) = (baseline_metrics.as_mut(), r.baseline_metrics.as_ref()) {
@@ -372,11 +483,19 @@ pub fn evaluate_with<S: SpeculativeStrategy + ?Sized>(
         tokens_per_second: tps,
         baseline_tokens_per_second: btps,
         speedup: if btps > 0.0 { tps / btps } else { 0.0 },
-        greedy_matches: (opts.baseline && cfg.is_greedy()).then(|| reports.iter().filter(|r| r.greedy_match == Some(true)).count()),
+        greedy_matches: (has_baseline && cfg.is_greedy()).then(|| reports.iter().filter(|r| r.greedy_match == Some(true)).count()),
         metrics,
         baseline_metrics,
     };
-    Ok(EvalReport { strategy: strategy.name(), drafted_per_cycle: gamma, config: cfg.clone(), prompts: reports, aggregate })
+    let report = EvalReport {
+        strategy: strategy.name(),
+        drafted_per_cycle: gamma,
+        config: cfg.clone(),
+        prompts: reports,
+        aggregate,
+        baseline: measure.then(BaselineProvenance::measured_now),
+    };
+    Ok((report, measure.then_some(measured)))
 }
 
 /// Measures the wall-clock speedup of `strategy` over autoregressive decoding on the same

@@ -13,7 +13,9 @@
 //! - [`LmDraft`]: any small language model (same tokenizer) used as a token-only draft;
 //! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
 //!   acceptance per depth, cost ratio, predicted and measured speedup against autoregressive
-//!   decoding in the same process, as JSON and as a table.
+//!   decoding in the same process, as JSON and as a table;
+//! - [`BaselineCache`]: reuses the autoregressive baseline of an evaluation across runs with the
+//!   same target, prompts, settings and device (and says so in the report).
 //!
 //! The examples below use the exact toy models of the workspace's dev-only test kit
 //! (`eda-testkit`).
@@ -45,6 +47,7 @@
 #![warn(missing_docs)]
 
 mod auto;
+pub mod baseline;
 mod chain;
 pub mod eval;
 mod lm_draft;
@@ -58,10 +61,11 @@ use eda_core::{DecodingStrategy, DraftModel, GenerationConfig, GenerationOutput,
 use serde::{Deserialize, Serialize};
 
 pub use auto::{AutoChoice, AutoStrategy, CandidateEstimate};
+pub use baseline::{Baseline, BaselineCache, BaselineKey, BaselineProvenance, BaselineSource};
 pub use chain::{Autoregressive, ChainStrategy};
 pub use eval::{
-    evaluate, evaluate_with, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport, EvalOptions, EvalReport,
-    PromptReport, SpeedupMeasurement,
+    evaluate, evaluate_with, evaluate_with_baseline, measure_speedup, tau_per_cycle, tau_reference, verify_cycles, AggregateReport,
+    EvalOptions, EvalReport, PromptReport, SpeedupMeasurement,
 };
 pub use lm_draft::LmDraft;
 pub use session::CommitCallback;

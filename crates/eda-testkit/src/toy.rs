@@ -183,6 +183,14 @@ impl ToyLm {
     }
 }
 
+/// Refuses a retain list that is not strictly increasing or reaches past a cache of `len`.
+fn check_keep(who: &str, keep: &[usize], len: usize) -> Result<()> {
+    if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&k| k >= len) {
+        return Err(EdaError::InvalidArgument(format!("{who}: bad retain list {keep:?} for cache of {len}")));
+    }
+    Ok(())
+}
+
 impl TargetModel for ToyLm {
     fn info(&self) -> &ModelInfo {
         &self.info
@@ -206,9 +214,7 @@ impl TargetModel for ToyLm {
     }
 
     fn retain_cache(&mut self, keep: &[usize]) -> Result<()> {
-        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&k| k >= self.cache.len()) {
-            return Err(EdaError::InvalidArgument(format!("toy model: bad retain list {keep:?} for cache of {}", self.cache.len())));
-        }
+        check_keep("toy model", keep, self.cache.len())?;
         let kept: Vec<(TokenId, usize)> = keep.iter().map(|&k| self.cache[k]).collect();
         // Positions must be contiguous after retaining: a retained tree path has depths 0, 1, 2...
         if let Some((j, _)) = kept.iter().enumerate().find(|(j, c)| c.1 != *j) {
@@ -319,9 +325,7 @@ impl DraftModel for ToyEagleDraft {
     }
 
     fn retain_cache(&mut self, keep: &[usize]) -> Result<()> {
-        if keep.windows(2).any(|w| w[0] >= w[1]) || keep.last().is_some_and(|&k| k >= self.cache.len()) {
-            return Err(EdaError::InvalidArgument(format!("toy draft: bad retain list {keep:?}")));
-        }
+        check_keep("toy draft", keep, self.cache.len())?;
         self.cache = keep.iter().map(|&k| self.cache[k]).collect();
         Ok(())
     }

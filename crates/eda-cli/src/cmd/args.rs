@@ -157,7 +157,8 @@ pub enum TemplateArg {
     /// Detect: the `chat_template` of `tokenizer_config.json` (next to the tokenizer, else in the
     /// target directory; for a `.gguf` target without `--tokenizer`, the file's own template);
     /// without one, the tokenizer's special tokens (`<|im_start|>`: ChatML,
-    /// `<|start_header_id|>`: Llama 3); else plain.
+    /// `<|start_header_id|>`: Llama 3). An error when neither is recognised (choose one
+    /// explicitly then). `eval` and `generate` first take the template recorded with the draft.
     Auto,
     /// Qwen2 ChatML (`<|im_start|>`/`<|im_end|>`).
     Chatml,
@@ -173,8 +174,9 @@ pub struct TemplateArgs {
     /// Chat template.
     #[arg(long, value_enum, default_value_t = TemplateArg::Auto)]
     pub template: TemplateArg,
-    /// System prompt for conversations without one (default: none for `eda regenerate`; "You are
-    /// a helpful assistant." for `eda generate --chat` and `eda eval --chat`, as EDA's evaluation).
+    /// System prompt for conversations without one (default: none for `eda regenerate` and
+    /// `eda features`; for `eda generate` and `eda eval`, the one recorded with the draft, else
+    /// "You are a helpful assistant." as in EDA's evaluation).
     #[arg(long)]
     pub system_prompt: Option<String>,
 }
@@ -197,17 +199,28 @@ impl TemplateArgs {
             TemplateArg::Chatml => ChatTemplate::ChatMl,
             TemplateArg::Llama3 => ChatTemplate::Llama3,
             TemplateArg::Plain => ChatTemplate::Plain,
-            TemplateArg::Auto if tokenizer_flag.is_none() && eda_models::gguf::is_gguf_path(target) => {
-                ChatTemplate::from_jinja(&eda_models::gguf::chat_template(target)?.unwrap_or_default())
-            }
             TemplateArg::Auto => {
-                let beside = tokenizer_path.parent().map(|d| d.join("tokenizer_config.json"));
-                let cfg = beside.filter(|p| p.exists()).unwrap_or_else(|| target.join("tokenizer_config.json"));
-                if cfg.exists() {
-                    ChatTemplate::detect(&cfg)?
+                let (found, looked_at) = if tokenizer_flag.is_none() && eda_models::gguf::is_gguf_path(target) {
+                    let jinja = eda_models::gguf::chat_template(target)?.unwrap_or_default();
+                    (ChatTemplate::from_jinja(&jinja), format!("the chat template of {}", target.display()))
                 } else {
-                    ChatTemplate::from_tokenizer(tokenizer)
+                    let beside = tokenizer_path.parent().map(|d| d.join("tokenizer_config.json"));
+                    let cfg = beside.filter(|p| p.exists()).unwrap_or_else(|| target.join("tokenizer_config.json"));
+                    if cfg.exists() {
+                        (ChatTemplate::detect(&cfg)?, format!("the chat_template of {}", cfg.display()))
+                    } else {
+                        (ChatTemplate::from_tokenizer(tokenizer), format!("the special tokens of {}", tokenizer_path.display()))
+                    }
+                };
+                // The detectors fall back to plain when nothing fits; rendering chats that way
+                // without being asked is the silent mismatch this flag exists to prevent.
+                if found == ChatTemplate::Plain {
+                    return Err(eda_core::EdaError::InvalidArgument(format!(
+                        "--template auto recognised no chat template (ChatML or Llama 3) in {looked_at}; pass --template chatml, \
+                         --template llama3, or --template plain to render conversations as `User: ...` / `Assistant: ` text"
+                    )));
                 }
+                found
             }
         })
     }
@@ -267,6 +280,24 @@ mod tests {
         assert_eq!(S::try_parse_from(["eda"]).unwrap().s.kind(&cpu), StrategyKind::Chain);
         assert_eq!(S::try_parse_from(["eda", "--strategy", "tree"]).unwrap().s.kind(&cpu), StrategyKind::Tree);
         assert_eq!(S::try_parse_from(["eda"]).unwrap().s.build(&cpu).name(), "chain(gamma=4)");
+    }
+
+    #[test]
+    fn auto_detection_finds_chatml_tokens_and_refuses_to_guess_plain() {
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2-tiny");
+        let tok_path = fixture.join("tokenizer.json");
+        let with_chatml = eda_models::load_tokenizer_for(&tok_path, 256).unwrap();
+        let bare: Tokenizer = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"<unk>":0,"hi":1},"unk_token":"<unk>"}}"#
+            .parse()
+            .unwrap();
+        let args = |t: TemplateArg| TemplateArgs { template: t, system_prompt: None };
+        let resolve = |t: TemplateArg, tok: &Tokenizer| args(t).resolve(&fixture, None, &tok_path, tok);
+        assert_eq!(resolve(TemplateArg::Auto, &with_chatml).unwrap(), ChatTemplate::ChatMl);
+        let e = resolve(TemplateArg::Auto, &bare).unwrap_err();
+        assert!(matches!(&e, eda_core::EdaError::InvalidArgument(m) if m.contains("--template plain")), "{e}");
+        assert_eq!(resolve(TemplateArg::Plain, &bare).unwrap(), ChatTemplate::Plain, "plain when asked for");
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use eda_core::{EdaError, Result, TokenId};
-use eda_spec::{evaluate_with, EvalOptions};
+use eda_spec::{evaluate_with, BaselineCache, EvalOptions};
 
 use super::generate::{load, DecodeArgs, PromptEncoder};
 
@@ -20,7 +20,7 @@ pub struct Args {
     /// Where to write the metrics JSON (per-prompt and aggregate τ, α, tokens/s, speedup).
     #[arg(long)]
     pub out: PathBuf,
-    /// Evaluate only the first N prompts (N >= 1).
+    /// Evaluate only the first N prompts, N >= 1 (default: all).
     #[arg(long)]
     pub limit: Option<usize>,
     /// Untimed warm-up runs on the first prompt (the reference uses 3).
@@ -29,6 +29,17 @@ pub struct Args {
     /// Skip the autoregressive baseline (no measured speedup, no greedy check).
     #[arg(long)]
     pub no_baseline: bool,
+    /// Directory of saved autoregressive baselines (default: `$EDA_CACHE_DIR/baselines`, else
+    /// `$XDG_CACHE_HOME/eda/baselines`, else `~/.cache/eda/baselines`). The baseline of the same
+    /// target weights, prompts, generation settings, --warmup, device, precision and host is
+    /// reused instead of decoded again; the metrics JSON (`baseline.source: "cached"`, file,
+    /// time measured) and a line under the table say so.
+    #[arg(long, value_name = "DIR")]
+    pub baseline_cache: Option<PathBuf>,
+    /// Measure the autoregressive baseline side by side again even when a saved one exists, and
+    /// replace the saved one.
+    #[arg(long, conflicts_with = "no_baseline")]
+    pub fresh_baseline: bool,
 }
 
 /// Runs `eda eval`.
@@ -48,14 +59,17 @@ pub fn run(args: Args) -> Result<()> {
     // Plain decoding is its own baseline: timing it twice would only report noise as a "speedup".
     let opts = EvalOptions { warmup: args.warmup, baseline: !args.no_baseline && l.draft.is_some() };
     tracing::info!(prompts = prompts.len(), "evaluating");
-    let report = evaluate_with(
-        l.target.as_mut(),
-        l.draft.as_deref_mut().map(|d| d as &mut dyn eda_core::DraftModel),
-        l.strategy.as_mut(),
-        &prompts,
-        &l.cfg,
-        &opts,
-    )?;
+    let cache_dir = args.baseline_cache.clone().or_else(BaselineCache::default_dir);
+    let draft = l.draft.as_deref_mut().map(|d| d as &mut dyn eda_core::DraftModel);
+    let report = match cache_dir {
+        Some(dir) => {
+            BaselineCache::new(dir).evaluate(l.target.as_mut(), draft, l.strategy.as_mut(), &prompts, &l.cfg, &opts, args.fresh_baseline)?
+        }
+        None => {
+            tracing::debug!("no cache directory (no --baseline-cache, EDA_CACHE_DIR, XDG_CACHE_HOME or HOME): the autoregressive baseline is measured and not kept");
+            evaluate_with(l.target.as_mut(), draft, l.strategy.as_mut(), &prompts, &l.cfg, &opts)?
+        }
+    };
     if let Some(choice) = l.strategy.choice_report() {
         eprint!("{choice}");
     }

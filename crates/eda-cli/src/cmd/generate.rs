@@ -4,11 +4,11 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use eda_core::{DraftModel, EdaError, GenerationConfig, Result, TargetModel, TokenId};
-use eda_regen::{ChatTemplate, Message, Role};
+use eda_regen::{ChatFormat, ChatTemplate, Message, Role};
 use eda_spec::{tau_per_cycle, tau_reference, LmDraft, SpeculativeStrategy};
 use tokenizers::Tokenizer;
 
-use super::args::{ComputeArgs, SamplingArgs, StrategyArgs, TemplateArgs, EVAL_SYSTEM_PROMPT};
+use super::args::{ComputeArgs, SamplingArgs, StrategyArgs, TemplateArg, TemplateArgs, EVAL_SYSTEM_PROMPT};
 pub use super::args::{DraftKind, StrategyKind};
 
 /// Model, tokenizer and decoding flags shared by `eda generate` and `eda eval`.
@@ -38,9 +38,15 @@ pub struct DecodeArgs {
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Render the prompt with the chat template (`--template`) and a system prompt, as EDA's
-    /// evaluation does (docs/method.md §6.1); without it the text is tokenised as given.
+    /// evaluation does (docs/method.md §6.1). This is the default when the draft folder records
+    /// the chat format of its training data (`chat_format.json`, written by `eda train`): then
+    /// that template and system prompt are used unless `--template` or `--system-prompt` say
+    /// otherwise. Without a recorded format and without `--chat`, the text is tokenised as given.
     #[arg(long)]
     pub chat: bool,
+    /// Tokenise the prompt text as given, even when the draft records a chat format.
+    #[arg(long, conflicts_with = "chat")]
+    pub raw: bool,
     /// Chat template and system prompt used by `--chat`.
     #[command(flatten)]
     pub template: TemplateArgs,
@@ -95,13 +101,14 @@ pub(crate) fn load(a: &DecodeArgs) -> Result<Loaded> {
     Ok(Loaded { target: Box::new(target), draft, strategy, cfg })
 }
 
-/// Turns conversations into prompt token ids: rendered by the chat template with `--chat`,
-/// else the text of the last user turn, tokenised as given.
+/// Turns conversations into prompt token ids: rendered by the chat template (with `--chat`, or
+/// by default when the draft records its training data's chat format), else the text of the last
+/// user turn, tokenised as given.
 pub(crate) struct PromptEncoder {
     tokenizer: Tokenizer,
     path: PathBuf,
-    /// The template and system prompt, with `--chat`.
-    chat: Option<(ChatTemplate, String)>,
+    /// The template and system prompt, when prompts are rendered as chats.
+    chat: Option<(ChatTemplate, Option<String>)>,
 }
 
 impl PromptEncoder {
@@ -109,13 +116,31 @@ impl PromptEncoder {
     pub(crate) fn new(a: &DecodeArgs, vocab_size: usize) -> Result<Self> {
         let path = super::args::tokenizer_path(&a.target, a.tokenizer.as_deref());
         let tokenizer = eda_models::load_tokenizer_for(&path, vocab_size)?;
-        let chat = if a.chat {
-            let template = a.template.resolve(&a.target, a.tokenizer.as_deref(), &path, &tokenizer)?;
-            let system = a.template.system_prompt.clone().unwrap_or_else(|| EVAL_SYSTEM_PROMPT.to_string());
-            tracing::info!(%template, system = %system, "chat prompt");
-            Some((template, system))
-        } else {
+        let recorded = match &a.draft {
+            Some(dir) if !a.raw => ChatFormat::read(dir)?,
+            _ => None,
+        };
+        let chat = if a.raw || !(a.chat || recorded.is_some()) {
             None
+        } else {
+            let template = match (a.template.template, &recorded) {
+                (TemplateArg::Auto, Some(r)) => r.template,
+                _ => a.template.resolve(&a.target, a.tokenizer.as_deref(), &path, &tokenizer)?,
+            };
+            let system = match (&a.template.system_prompt, &recorded) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(r)) => r.system_prompt.clone(),
+                (None, None) => Some(EVAL_SYSTEM_PROMPT.to_string()),
+            };
+            let used = ChatFormat { template, system_prompt: system.clone() };
+            match &recorded {
+                Some(r) if *r != used => {
+                    tracing::warn!(draft = %r, prompts = %used, "prompts are rendered differently from the draft's training data; τ may drop")
+                }
+                Some(_) => tracing::info!(format = %used, "chat prompt, as recorded with the draft"),
+                None => tracing::info!(format = %used, "chat prompt"),
+            }
+            Some((template, system))
         };
         Ok(PromptEncoder { tokenizer, path, chat })
     }
@@ -128,7 +153,7 @@ impl PromptEncoder {
     /// The prompt text of `messages` (a conversation ending with a user turn).
     fn render(&self, messages: &[Message]) -> String {
         match &self.chat {
-            Some((template, system)) => template.render_prompt(messages, Some(system)),
+            Some((template, system)) => template.render_prompt(messages, system.as_deref()),
             None => messages.iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default(),
         }
     }
@@ -243,7 +268,7 @@ mod tests {
         let chat = PromptEncoder {
             tokenizer: tokenizer.clone(),
             path: PathBuf::from("t.json"),
-            chat: Some((ChatTemplate::ChatMl, EVAL_SYSTEM_PROMPT.to_string())),
+            chat: Some((ChatTemplate::ChatMl, Some(EVAL_SYSTEM_PROMPT.to_string()))),
         };
         // The prompt EDA's evaluation feeds the target (docs/method.md §6.1).
         assert_eq!(
@@ -254,5 +279,34 @@ mod tests {
         let convo = [Message::new(Role::System, "S"), Message::new(Role::User, "hi")];
         assert_eq!(plain.render(&convo), "hi", "without --chat the last user turn is the prompt text");
         assert_eq!(plain.encode(&convo).unwrap(), vec![1]);
+    }
+
+    #[test]
+    fn the_drafts_recorded_chat_format_renders_prompts_unless_overridden() {
+        use clap::Parser;
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            a: DecodeArgs,
+        }
+        let fixture = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2-tiny");
+        let draft = tempfile::tempdir().unwrap();
+        let (t, d) = (fixture.to_str().unwrap(), draft.path().to_str().unwrap());
+        let encoder = |extra: &[&str]| {
+            let mut argv = vec!["eda", "--target", t, "--draft", d];
+            argv.extend_from_slice(extra);
+            PromptEncoder::new(&Cli::try_parse_from(argv).unwrap().a, 512).unwrap()
+        };
+        let q = super::super::args::user_message("hi");
+        assert_eq!(encoder(&[]).render(&q), "hi", "nothing recorded: the text as given");
+        assert!(encoder(&["--chat"]).render(&q).contains(EVAL_SYSTEM_PROMPT), "--chat without a record: EDA's system prompt");
+
+        ChatFormat { template: ChatTemplate::Plain, system_prompt: None }.write(draft.path()).unwrap();
+        assert_eq!(encoder(&[]).render(&q), "User: hi\nAssistant: ", "the recorded format, with no system prompt");
+        assert_eq!(encoder(&["--chat"]).render(&q), "User: hi\nAssistant: ");
+        assert_eq!(encoder(&["--raw"]).render(&q), "hi");
+        assert_eq!(encoder(&["--system-prompt", "S"]).render(&q), "S\n\nUser: hi\nAssistant: ", "a flag overrides the record");
+        assert!(encoder(&["--template", "chatml"]).render(&q).starts_with("<|im_start|>user\nhi"));
+        assert!(Cli::try_parse_from(["eda", "--target", t, "--chat", "--raw"]).is_err(), "--chat and --raw exclude each other");
     }
 }

@@ -2,9 +2,12 @@
 
 pub mod args;
 pub mod convert;
+pub mod dataset;
 pub mod demo;
 pub mod device;
 pub mod eval;
+pub mod export;
+pub mod features;
 pub mod generate;
 pub mod regenerate;
 pub mod select;

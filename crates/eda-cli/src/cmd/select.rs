@@ -4,6 +4,11 @@
 //! Outputs in `--out`: `selected.safetensors` (the kept samples, in input order, as one feature
 //! shard), `selection.json` (settings, ranked indices and ids, every score, drift summary) and,
 //! when the statistics were fitted here, `stats.safetensors` (reusable with `--stats`).
+//!
+//! The drift summary's base distances are scored on base samples held out of the fit
+//! (`--drift-holdout`, chosen by a hash of the sample id), since the fitted samples' own
+//! distances are biased low. With `--stats` there are no base samples (the statistics were
+//! fitted elsewhere, on data this run cannot see), so the summary shows the tuned distances only.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -12,8 +17,8 @@ use std::time::Instant;
 use eda_core::data::{read_shard, write_shard, FeatureSample};
 use eda_core::{EdaError, SampleSelector, Selection};
 use eda_select::{
-    DriftSummary, FeatureStats, FitConfig, FitUnit, KeepAll, MahalanobisModel, MahalanobisSelector, Pooling, PositionFilter,
-    RandomSelector, ScoreConfig, SelectionExt, Shrinkage,
+    DriftSummary, FeatureStats, FitConfig, FitUnit, HoldoutSplit, KeepAll, MahalanobisModel, MahalanobisSelector, Pooling, PositionFilter,
+    RandomSelector, ScoreConfig, SelectionExt, Shrinkage, DEFAULT_DRIFT_HOLDOUT,
 };
 use serde::Serialize;
 
@@ -33,7 +38,7 @@ pub enum Method {
 /// Flags of `eda select`.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Base-target feature shards on general data to fit the statistics on: a directory (every
+    /// Base-target feature shards on general data (`eda features`) to fit the statistics on: a directory (every
     /// `*.safetensors` in it) or a file glob such as `feats/base/shard-*.safetensors`.
     #[arg(long, conflicts_with = "stats")]
     pub base_shards: Option<String>,
@@ -81,6 +86,15 @@ pub struct Args {
     /// Skip the drift summary (saves one scoring pass over the base shards).
     #[arg(long)]
     pub no_drift: bool,
+    /// Fraction of the `--base-shards` samples left out of the statistics fit and scored for the
+    /// drift summary's base distances (the fitted samples' own distances are biased low). Chosen
+    /// by a hash of the sample id: the same samples in every run, whatever the shard order; at
+    /// least one; none with fewer than 10 base samples (the summary then says the baseline is
+    /// in-sample). The samples are held out with `--no-drift` too, so that the statistics and
+    /// the selection do not depend on it. `0` fits on every sample (in-sample baseline).
+    /// Not used with `--stats`.
+    #[arg(long, default_value_t = DEFAULT_DRIFT_HOLDOUT, conflicts_with = "stats")]
+    pub drift_holdout: f64,
     /// Output directory (created if needed).
     #[arg(long)]
     pub out: PathBuf,
@@ -105,10 +119,17 @@ fn shard_paths(spec: &str) -> eda_core::Result<Vec<PathBuf>> {
 }
 
 fn read_all(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
+    read_all_where(paths, |_| true)
+}
+
+/// The samples of `paths` for which `keep` is true (dropped shard by shard, so the others are
+/// never all in memory at once).
+fn read_all_where(paths: &[PathBuf], keep: impl Fn(&FeatureSample) -> bool) -> eda_core::Result<Vec<FeatureSample>> {
     let mut all = Vec::new();
     let mut origin = Vec::new();
     for (k, p) in paths.iter().enumerate() {
-        let s = read_shard(p)?;
+        let mut s = read_shard(p)?;
+        s.retain(&keep);
         tracing::info!(shard = %p.display(), samples = s.len(), "read shard");
         origin.extend(std::iter::repeat_n(k, s.len()));
         all.extend(s);
@@ -116,6 +137,31 @@ fn read_all(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
     // A sample read twice would be scored, ranked and kept twice.
     eda_core::data::ensure_unique_ids(&all, |i| paths[origin[i]].display().to_string())?;
     Ok(all)
+}
+
+/// The hold-out split of the base samples in `paths` at `fraction`, from the shards' headers
+/// (no features are read). Duplicate ids are refused: they would be fitted or scored twice.
+fn base_split(paths: &[PathBuf], fraction: f64) -> eda_core::Result<HoldoutSplit> {
+    let mut ids = Vec::new();
+    let mut first_seen = std::collections::HashMap::new();
+    for (k, p) in paths.iter().enumerate() {
+        for id in eda_core::data::read_shard_ids(p)? {
+            if let Some(&j) = first_seen.get(&id) {
+                let (first, second) = (paths[j as usize].display().to_string(), p.display().to_string());
+                return Err(EdaError::DuplicateId { id, first, second });
+            }
+            first_seen.insert(id.clone(), k as u32);
+            ids.push(id);
+        }
+    }
+    let split = HoldoutSplit::new(&ids, fraction)?;
+    match split.note() {
+        Some(note) if fraction > 0.0 => tracing::warn!("drift baseline: {note}"),
+        _ => {
+            tracing::info!(fitted = split.fitted(), held_out = split.held_out(), "base samples held out of the fit for the drift baseline")
+        }
+    }
+    Ok(split)
 }
 
 /// Refuses an `--out` whose files would replace one of the input shards (for example `--out`
@@ -146,6 +192,14 @@ struct StatsInfo {
     jitter: f64,
     positions: String,
     unit: String,
+    /// Base samples in `--base-shards` (absent with `--stats`: fitted on data unseen here).
+    base_samples: Option<usize>,
+    /// Base samples the statistics were fitted on.
+    base_samples_fitted: Option<usize>,
+    /// Base samples held out of the fit for the drift baseline.
+    base_samples_held_out: Option<usize>,
+    /// The `--drift-holdout` fraction used.
+    drift_holdout: Option<f64>,
 }
 
 /// Contents of `selection.json`.
@@ -197,12 +251,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         Method::Random => (Box::new(RandomSelector { seed: args.seed }), None),
         Method::All => (Box::new(KeepAll), None),
         Method::Mahalanobis => {
-            let (stats, source, base_paths) = match (&args.base_shards, &args.stats) {
+            let (stats, source, base) = match (&args.base_shards, &args.stats) {
                 (Some(spec), _) => {
                     let paths = shard_paths(spec)?;
+                    let split = base_split(&paths, args.drift_holdout)?;
                     let cfg = FitConfig { positions: args.positions, unit: args.fit_unit, shrinkage: args.shrinkage.unwrap_or_default() };
                     let t = Instant::now();
-                    let stats = FeatureStats::fit_shards(&paths, &cfg)?;
+                    let stats = FeatureStats::fit_shards_where(&paths, &cfg, |s| !split.is_held_out(&s.id))?;
                     tracing::info!(
                         dim = stats.dim,
                         count = stats.count,
@@ -213,7 +268,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                     let out = args.out.join("stats.safetensors");
                     stats.save(&out)?;
                     tracing::info!(path = %out.display(), "saved statistics");
-                    (stats, spec.clone(), Some(paths))
+                    (stats, spec.clone(), Some((paths, split)))
                 }
                 (None, Some(p)) => {
                     let mut stats = FeatureStats::load(p)?;
@@ -235,11 +290,13 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                 ScoreConfig { positions: args.positions, pooling: args.pooling, batch_tokens: args.batch_tokens },
             )?;
             if !args.no_drift {
-                let base = match &base_paths {
-                    Some(paths) => Some(read_all(paths)?),
-                    None => None,
+                let d = match &base {
+                    Some((paths, split)) => {
+                        let scored = read_all_where(paths, |s| split.is_scored(&s.id))?;
+                        DriftSummary::compute(&sel, Some(&scored), &candidates)?.with_base_samples(split.baseline())
+                    }
+                    None => DriftSummary::compute(&sel, None, &candidates)?,
                 };
-                let d = DriftSummary::compute(&sel, base.as_deref(), &candidates)?;
                 println!("{d}");
                 drift = Some(d);
             }
@@ -253,6 +310,10 @@ pub fn run(args: Args) -> eda_core::Result<()> {
                 jitter: model.jitter(),
                 positions: stats.config.positions.to_string(),
                 unit: stats.config.unit.to_string(),
+                base_samples: base.as_ref().map(|(_, s)| s.total()),
+                base_samples_fitted: base.as_ref().map(|(_, s)| s.fitted()),
+                base_samples_held_out: base.as_ref().map(|(_, s)| s.held_out()),
+                drift_holdout: base.as_ref().map(|(_, s)| s.fraction()),
             });
             (Box::new(sel), Some(args.pooling.to_string()))
         }
@@ -276,6 +337,19 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let kept: Vec<FeatureSample> = in_order.iter().map(|&i| candidates[i].clone()).collect();
     let shard = args.out.join("selected.safetensors");
     write_shard(&shard, &kept, args.dtype.into())?;
+    // The selection keeps the rendering of the data it came from, for `eda train` to pass on.
+    match eda_regen::ChatFormat::of_shards(&cand_paths)? {
+        Some(f) => f.write(&args.out)?,
+        None => {
+            // A stale record of an earlier run here would outlive the data it described.
+            let stale = args.out.join(eda_regen::CHAT_FORMAT_FILE);
+            if let Err(e) = std::fs::remove_file(&stale) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    return Err(EdaError::io(&stale, e));
+                }
+            }
+        }
+    }
 
     let report = Report {
         method: selector.name().to_string(),
@@ -347,6 +421,94 @@ mod tests {
             Err(EdaError::DuplicateId { id, .. }) => assert_eq!(id, "x"),
             r => panic!("expected DuplicateId, got {r:?}"),
         }
+    }
+
+    /// Samples with varied 4-wide features (three response tokens each), ids `{prefix}{i}`.
+    fn varied_shard(path: &Path, prefix: &str, n: usize, offset: f32) {
+        let samples: Vec<FeatureSample> = (0..n)
+            .map(|i| {
+                let h: Vec<f32> = (0..12).map(|j| ((i * 7 + j * 13) % 11) as f32 * 0.3 + (j % 4) as f32 + offset).collect();
+                FeatureSample::new(format!("{prefix}{i}"), vec![1, 2, 3, 4], [h, vec![0.0; 4]].concat(), 4, vec![1, 1, 1, 0]).unwrap()
+            })
+            .collect();
+        write_shard(path, &samples, eda_core::data::FeatureDType::F32).unwrap();
+    }
+
+    fn selection_json(out: &Path) -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(out.join("selection.json")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_drift_baseline_is_scored_on_held_out_base_samples() {
+        let root = tempfile::tempdir().unwrap();
+        let base = root.path().join("base");
+        varied_shard(&base.join("a.safetensors"), "g", 30, 0.0);
+        varied_shard(&base.join("b.safetensors"), "h", 30, 0.0);
+        let cands = root.path().join("c.safetensors");
+        varied_shard(&cands, "m", 10, 1.0);
+        let run_with = |extra: &[&str], out: &str| {
+            let out = root.path().join(out);
+            let mut argv = vec!["eda", "--shards", cands.to_str().unwrap(), "--fraction", "0.5", "--out", out.to_str().unwrap()];
+            argv.extend_from_slice(extra);
+            run(Cli::try_parse_from(argv).unwrap().args).unwrap();
+            selection_json(&out)
+        };
+        let b = base.to_str().unwrap();
+        let j = run_with(&["--base-shards", b], "o1");
+        let stats = &j["stats"];
+        assert_eq!(stats["base_samples"], 60);
+        let held = stats["base_samples_held_out"].as_u64().unwrap();
+        assert!((1..20).contains(&held), "{stats}");
+        assert_eq!(stats["base_samples_fitted"].as_u64().unwrap() + held, 60);
+        assert_eq!(stats["drift_holdout"], 0.1);
+        let drift = &j["drift"];
+        assert_eq!(drift["base_samples"]["held_out"], true);
+        assert_eq!(drift["base_samples"]["scored_samples"].as_u64(), Some(held));
+        // Three response tokens per held-out sample are scored, and nothing else.
+        assert_eq!(drift["base"]["count"].as_u64(), Some(3 * held));
+
+        // The same samples are held out whatever the shard order.
+        let glob = format!("{}/*.safetensors", b);
+        let again = run_with(&["--base-shards", &glob], "o2");
+        for k in ["base_samples_held_out", "count", "ledoit_wolf_alpha"] {
+            assert_eq!(again["stats"][k], j["stats"][k], "{k}");
+        }
+        assert_eq!(again["drift"]["base"], j["drift"]["base"]);
+
+        // 0: the old in-sample baseline, said so.
+        let zero = run_with(&["--base-shards", b, "--drift-holdout", "0"], "o3");
+        assert_eq!(zero["stats"]["base_samples_held_out"], 0);
+        assert_eq!(zero["drift"]["base_samples"]["held_out"], false);
+        assert_eq!(zero["drift"]["base"]["count"], 180);
+
+        // Too few base samples to hold any out: in-sample, with the reason recorded.
+        let few = root.path().join("few.safetensors");
+        varied_shard(&few, "f", 6, 0.0);
+        let j = run_with(&["--base-shards", few.to_str().unwrap()], "o4");
+        assert_eq!(j["stats"]["base_samples_held_out"], 0);
+        assert!(j["drift"]["base_samples"]["note"].as_str().unwrap().contains("only 6 base samples"), "{}", j["drift"]);
+
+        // Precomputed statistics: no base samples, no base distances; the flag does not apply.
+        let stats_file = root.path().join("o1/stats.safetensors");
+        let j = run_with(&["--stats", stats_file.to_str().unwrap()], "o5");
+        assert!(j["drift"]["base"].is_null() && j["stats"]["base_samples"].is_null());
+        assert!(Cli::try_parse_from(["eda", "--shards", "x", "--fraction", "1", "--out", "o", "--stats", "s", "--drift-holdout", "0.2"])
+            .is_err());
+        let o6 = root.path().join("o6");
+        let argv = [
+            "eda",
+            "--shards",
+            cands.to_str().unwrap(),
+            "--base-shards",
+            b,
+            "--fraction",
+            "1",
+            "--out",
+            o6.to_str().unwrap(),
+            "--drift-holdout",
+            "1",
+        ];
+        assert!(matches!(run(Cli::try_parse_from(argv).unwrap().args), Err(EdaError::InvalidArgument(_))));
     }
 
     #[test]

@@ -64,7 +64,8 @@ pub struct Args {
     pub stage: StageArg,
     /// Feature shards: files, directories (their feature shards; other files such as the
     /// `stats.safetensors` of `eda select` are skipped) or file-name globs, as written by
-    /// `eda regenerate` and `eda select`.
+    /// `eda features`, `eda regenerate` and `eda select`. The chat format they recorded is
+    /// written with the draft (`chat_format.json`) for `eval` and `generate`.
     #[arg(long, required = true, num_args = 1..)]
     pub features: Vec<PathBuf>,
     /// Target checkpoint directory (HF layout) providing the frozen LM head: the base target in
@@ -72,8 +73,8 @@ pub struct Args {
     /// `--embedding-from` is given.
     #[arg(long)]
     pub target: PathBuf,
-    /// Checkpoint directory to take the token embedding from (the reference stage 2 keeps the
-    /// base target's embedding).
+    /// Checkpoint directory to take the token embedding from (default: `--target`; the
+    /// reference stage 2 keeps the base target's embedding).
     #[arg(long)]
     pub embedding_from: Option<PathBuf>,
     /// Stage-1 draft directory (the `draft/` folder of a stage-1 run); required for stage 2.
@@ -256,19 +257,39 @@ fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
     Ok(c)
 }
 
-/// Reads every feature shard named by `paths` (files, directories or globs; see
+/// The feature shard files named by `paths` (files, directories or globs; see
 /// [`eda_core::shard_files`]).
-fn load_features(paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
+fn feature_files(paths: &[PathBuf]) -> eda_core::Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for p in paths {
         files.extend(eda_core::shard_files::shard_files(p)?);
     }
+    Ok(files)
+}
+
+/// Reads every sample of the shard `files` (`paths` names them in errors).
+fn load_features(files: &[PathBuf], paths: &[PathBuf]) -> eda_core::Result<Vec<FeatureSample>> {
     // Sample ids must be unique across files: a shard named twice would be trained on twice.
-    let out = eda_core::data::read_shards(&files)?;
+    let out = eda_core::data::read_shards(files)?;
     if out.is_empty() {
         return Err(EdaError::EmptyDataset(format!("no feature samples in {paths:?}")));
     }
     Ok(out)
+}
+
+/// The chat format the draft is trained under: the one its features recorded, else (stage 2) the
+/// stage-1 draft's.
+fn chat_format_of(args: &Args, feature_files: &[PathBuf]) -> eda_core::Result<Option<eda_regen::ChatFormat>> {
+    let from_features = eda_regen::ChatFormat::of_shards(feature_files)?;
+    let found = match (&from_features, &args.stage1) {
+        (None, Some(stage1)) if args.stage == StageArg::Stage2 => eda_regen::ChatFormat::read(stage1)?,
+        _ => from_features,
+    };
+    match &found {
+        Some(f) => tracing::info!(format = %f, "chat format of the training data (recorded with the draft)"),
+        None => tracing::info!("no chat format recorded with the features; eval and generate will need --chat or --raw"),
+    }
+    Ok(found)
 }
 
 /// The target's config, and `[vocab, hidden]` matrices `name` read from its weights.
@@ -323,8 +344,10 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let cfg = build_config(&args)?;
     eda_core::io::check_output_dir(&args.out)?;
     eda_core::io::clean_stale_temp_files(&args.out);
-    let data = load_features(&args.features)?;
+    let files = feature_files(&args.features)?;
+    let data = load_features(&files, &args.features)?;
     tracing::info!(samples = data.len(), tokens = data.iter().map(|s| s.len()).sum::<usize>(), "features loaded");
+    let chat_format = chat_format_of(&args, &files)?;
     if let Some(w) = small_run_warning(&cfg, &data) {
         tracing::warn!("{w}");
     }
@@ -391,6 +414,10 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     );
     let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?.allow_changed_inputs(args.allow_changed_inputs);
     let report = trainer.train(&data)?;
+    if let Some(f) = &chat_format {
+        // eval and generate render prompts the way the training data was rendered.
+        f.write(&args.out.join("draft"))?;
+    }
     // A tied target's embedding and LM head are one matrix, held twice by the draft: count it once.
     let tied = tcfg.tie_word_embeddings && emb_dir == args.target;
     let total_params = report.total_params - if tied { tcfg.vocab_size * tcfg.hidden_size } else { 0 };

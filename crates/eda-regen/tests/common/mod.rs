@@ -61,3 +61,43 @@ pub fn tokenizer() -> Tokenizer {
 pub fn toy_target(max_positions: usize) -> ToyLm {
     ToyLm::random(VOCAB.len(), max_positions, 2.0, 17, &eda_core::backend::device_from_name("cpu").unwrap()).with_eos_tokens(vec![EOS])
 }
+
+/// A target whose hidden states are the wrapped target's divided by 3, so that they are not
+/// exactly representable in bfloat16 (the toy's one-hot states are).
+pub struct Thirds<T>(pub T);
+
+impl<T: eda_core::TargetModel> eda_core::TargetModel for Thirds<T> {
+    fn info(&self) -> &eda_core::ModelInfo {
+        self.0.info()
+    }
+    fn device(&self) -> burn::tensor::Device {
+        self.0.device()
+    }
+    fn cache_len(&self) -> usize {
+        self.0.cache_len()
+    }
+    fn reset_cache(&mut self) {
+        self.0.reset_cache()
+    }
+    fn truncate_cache(&mut self, len: usize) -> eda_core::Result<()> {
+        self.0.truncate_cache(len)
+    }
+    fn retain_cache(&mut self, keep: &[usize]) -> eda_core::Result<()> {
+        self.0.retain_cache(keep)
+    }
+    fn forward_masked(
+        &mut self,
+        tokens: &[u32],
+        positions: &[usize],
+        mask: &eda_core::AttentionMask,
+    ) -> eda_core::Result<eda_core::TargetOutput> {
+        let out = self.0.forward_masked(tokens, positions, mask)?;
+        Ok(eda_core::TargetOutput { hidden: out.hidden.div_scalar(3.0), ..out })
+    }
+    fn embedding_weight(&self) -> burn::tensor::Tensor<2> {
+        self.0.embedding_weight()
+    }
+    fn lm_head_weight(&self) -> burn::tensor::Tensor<2> {
+        self.0.lm_head_weight()
+    }
+}

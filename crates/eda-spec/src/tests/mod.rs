@@ -367,6 +367,29 @@ fn evaluate_reports_tau_speedup_and_roundtrips_json() {
 }
 
 #[test]
+fn plain_decoding_reports_no_reference_tau() {
+    let mut target = ToyLm::random(16, 64, 2.0, 4, &device());
+    let mut draft = LmDraft::new(Box::new(target.clone()));
+    let prompts = vec![vec![1, 2], vec![3]];
+    let opts = crate::EvalOptions { baseline: false, ..Default::default() };
+    let r = crate::evaluate_with(&mut target, None, &mut Autoregressive, &prompts, &greedy(12), &opts).unwrap();
+    // The formula alone gives (n-1)/(n-2) ≈ 1.1 for plain decoding: a "gain" that is not one.
+    assert!(crate::tau_reference(&r.prompts[0].metrics).unwrap() > 1.05);
+    assert!(r.prompts.iter().all(|p| p.tau_reference.is_none()));
+    assert_eq!(r.aggregate.tau_reference, None);
+    assert_eq!(r.aggregate.tau, 1.0);
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["aggregate"]["tau_reference"].is_null() && json["prompts"][0]["tau_reference"].is_null());
+    let all = r.to_string().lines().find(|l| l.trim_start().starts_with("all")).unwrap().to_string();
+    assert_eq!(all.split_whitespace().nth(3), Some("-"), "{all}");
+    // A draft handed to plain decoding changes nothing; a drafting strategy reports it.
+    let r = crate::evaluate_with(&mut target, Some(&mut draft), &mut Autoregressive, &prompts, &greedy(12), &opts).unwrap();
+    assert_eq!(r.aggregate.tau_reference, None);
+    let r = crate::evaluate_with(&mut target, Some(&mut draft), &mut ChainStrategy { gamma: 2 }, &prompts, &greedy(12), &opts).unwrap();
+    assert!(r.aggregate.tau_reference.is_some() && r.prompts.iter().all(|p| p.tau_reference.is_some()));
+}
+
+#[test]
 fn oversized_trees_are_refused_before_any_allocation() {
     let d = device();
     let mut target = ToyLm::random(16, 64, 2.0, 1, &d);

@@ -32,8 +32,12 @@ enum Command {
     Select(cmd::select::Args),
     /// Train a draft: stage 1 (all parameters) or stage 2 (private experts only).
     Train(cmd::train::Args),
-    /// Write an EDA draft in another layout (EAGLE-1) for other speculative-decoding code.
+    /// Write an EDA draft in another layout (EAGLE-1, vLLM speculators) for other
+    /// speculative-decoding code.
     Export(cmd::export::Args),
+    /// Start an EDA draft from an existing EAGLE-1/2 draft (its MLP becomes the shared expert),
+    /// ready for stage-2 adaptation.
+    ImportEagle(cmd::import_eagle::Args),
     /// Convert a llama.cpp GGUF model (Llama, Qwen2) into a HuggingFace checkpoint directory.
     Convert(cmd::convert::Args),
 }
@@ -53,6 +57,7 @@ fn main() {
         Command::Select(a) => cmd::select::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::ImportEagle(a) => cmd::import_eagle::run(a),
         Command::Convert(a) => cmd::convert::run(a),
     };
     if let Err(e) = result {

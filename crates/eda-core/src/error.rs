@@ -48,6 +48,15 @@ pub enum EdaError {
         /// What went wrong (the offending key, tensor or value is named).
         message: String,
     },
+    /// A PyTorch checkpoint (`torch.save` zip archive, such as an EAGLE `pytorch_model.bin`) is
+    /// corrupt, truncated, or holds something other than a flat dictionary of tensors.
+    #[error("corrupt or unsupported PyTorch checkpoint {path}: {message}")]
+    TorchCheckpoint {
+        /// File involved.
+        path: PathBuf,
+        /// What went wrong (the offending record, opcode or tensor is named).
+        message: String,
+    },
     /// A tensor the model needs is absent from the checkpoint.
     #[error("tensor `{name}` is missing from {file}")]
     MissingTensor {

@@ -47,6 +47,7 @@ pub mod metrics;
 pub mod safetensors;
 pub mod sampling;
 pub mod shard_files;
+pub mod torch_checkpoint;
 pub mod traits;
 pub mod tree;
 pub mod types;

@@ -83,8 +83,30 @@ fn host_mlp(prefix: &str, e: &Mlp, out: &mut Vec<HostTensor>) -> Result<()> {
     host_linear(&format!("{prefix}.down_proj"), &e.down_proj, out)
 }
 
-fn write_safetensors(path: &Path, tensors: &[HostTensor]) -> Result<()> {
+pub(crate) fn write_safetensors(path: &Path, tensors: &[HostTensor]) -> Result<()> {
     eda_core::safetensors::write(path, tensors, &BTreeMap::from([("format".to_string(), "pt".to_string())]))
+}
+
+/// Refuses configs of other draft formats with a message naming the format, instead of a
+/// missing-tensor error further on.
+fn check_eagle_format(raw: &serde_json::Value, path: &Path) -> Result<()> {
+    let field = |k: &str| raw.get(k).and_then(|v| v.as_str()).unwrap_or("");
+    let archs: Vec<&str> =
+        raw.get("architectures").and_then(|a| a.as_array()).map(|a| a.iter().filter_map(|v| v.as_str()).collect()).unwrap_or_default();
+    let refuse = |what: &str| Err(EdaError::InvalidConfig(format!("{}: {what}", path.display())));
+    if field("model_type") == "eda_draft" || archs.contains(&"SPMoEModel") {
+        return refuse("this is an EDA draft, not an EAGLE draft (use it directly, e.g. `eda train --stage stage2 --stage1 DIR`)");
+    }
+    if raw.get("speculators_model_type").is_some() {
+        return refuse("this is a speculators-format checkpoint; import expects the EAGLE-1/2 layout (config.json + pytorch_model.bin or model.safetensors)");
+    }
+    if archs.iter().any(|a| a.contains("Eagle3")) || raw.get("draft_vocab_size").is_some() {
+        return refuse("EAGLE-3 drafts (fused multi-layer features, own vocabulary) are not supported; import expects an EAGLE-1/2 draft");
+    }
+    if raw.get("hidden_size").is_none() || raw.get("vocab_size").is_none() {
+        return refuse("not an EAGLE draft config (no `hidden_size` / `vocab_size`)");
+    }
+    Ok(())
 }
 
 /// The weights of a draft checkpoint, read through the targets' [`WeightSource`] plus the
@@ -97,7 +119,9 @@ struct Store {
 
 impl Store {
     fn open(dir: &Path) -> Result<Self> {
-        Ok(Store { path: dir.join(WEIGHTS_FILE), src: WeightSource::open(dir)? })
+        let src = WeightSource::open(dir)?;
+        let path = src.files().first().map_or_else(|| dir.join(WEIGHTS_FILE), |p| p.to_path_buf());
+        Ok(Store { path, src })
     }
 
     fn contains(&self, name: &str) -> bool {
@@ -483,26 +507,48 @@ impl EdaDraft {
     /// `layers.0.self_attn.{q,k,v,o}_proj.weight`, `layers.0.post_attention_layernorm.weight`,
     /// `layers.0.mlp.{gate,up,down}_proj.weight` (f32). EAGLE-1 drafts predict over the full
     /// vocabulary, so a reduced-vocabulary mapping is not exported (the weights are the same).
+    ///
+    /// The same tensors are also written as `pytorch_model.bin` (a `torch.save` archive), the
+    /// only weights file the EAGLE authors' released code (`eagle-llm` on PyPI,
+    /// `EaModel.from_pretrained`) opens.
     pub fn save_eagle(&self, dir: &Path) -> Result<()> {
-        let folded = self.fold_to_eagle()?;
-        let mut out = vec![host("embed_tokens.weight", folded.embedding.val())?];
-        folded.common_tensors(&mut out)?;
-        host_mlp("layers.0.mlp", &folded.moe.shared.experts[0], &mut out)?;
+        let mut out = vec![host("embed_tokens.weight", self.embedding.val())?];
+        out.extend(self.eagle_tensors()?);
         std::fs::create_dir_all(dir).map_err(|e| EdaError::io(dir, e))?;
         write_safetensors(&dir.join(WEIGHTS_FILE), &out)?;
+        eda_core::torch_checkpoint::write(&dir.join(eda_models::TORCH_FILE), &out)?;
         write_json(&dir.join(CONFIG_FILE), &self.eagle_config()?)?;
         tracing::info!(dir = %dir.display(), "saved EAGLE-layout draft");
         Ok(())
     }
 
-    /// Loads a plain EAGLE-1 checkpoint (`config.json` + `model.safetensors`, as written by
-    /// [`save_eagle`](Self::save_eagle) or converted from SafeAILab/EAGLE) as an EDA draft:
+    /// The folded draft's own weights in EAGLE-1 names (`fc.*`, `layers.0.*`), without the
+    /// embedding (f32).
+    pub(crate) fn eagle_tensors(&self) -> Result<Vec<HostTensor>> {
+        let folded = self.fold_to_eagle()?;
+        let mut out = Vec::new();
+        folded.common_tensors(&mut out)?;
+        host_mlp("layers.0.mlp", &folded.moe.shared.experts[0], &mut out)?;
+        Ok(out)
+    }
+
+    /// Loads a plain EAGLE-1/2 checkpoint (`config.json` + `model.safetensors`, or the
+    /// `pytorch_model.bin` SafeAILab/EAGLE releases ship, as written by
+    /// [`save_eagle`](Self::save_eagle) or trained with EAGLE's code) as an EDA draft:
     /// `layers.0.mlp.*` becomes shared expert 0 (with a fresh 1-expert router, whose weight is
     /// exactly 1 anyway) and, when `private_intermediate_size > 0`, a freshly initialised private
     /// expert of that width is added (1 + 1, top-1; seed `seed`), so a plain EAGLE draft can seed
     /// stage 2. With `private_intermediate_size == 0` the result is a plain EAGLE draft.
     /// `embed_tokens.weight` in the file is ignored in favour of `embedding`. A missing `fc.bias`
     /// is allowed when the config says `bias: false` (it is loaded as zeros).
+    ///
+    /// Errors: [`EdaError::InvalidConfig`] naming the format when `config.json` belongs to
+    /// another kind of draft (an EDA draft, a speculators checkpoint, EAGLE-3) or is not a draft
+    /// config, and for unsupported settings (`qkv_bias`, more than one layer);
+    /// [`EdaError::Mismatch`] when the draft's hidden size or vocabulary differs from
+    /// `embedding` / `lm_head`; [`EdaError::TorchCheckpoint`] / [`EdaError::Safetensors`] for a
+    /// corrupt weights file; [`EdaError::MissingTensor`] / [`EdaError::ShapeMismatch`] naming
+    /// the tensor.
     pub fn load_eagle(
         dir: &Path,
         embedding: Tensor<2>,
@@ -512,7 +558,9 @@ impl EdaDraft {
         device: &Device,
     ) -> Result<Self> {
         let path = dir.join(CONFIG_FILE);
-        let ec: EagleConfig = read_json(&path)?;
+        let raw: serde_json::Value = read_json(&path)?;
+        check_eagle_format(&raw, &path)?;
+        let ec: EagleConfig = serde_json::from_value(raw).map_err(|e| EdaError::json(&path, e.to_string()))?;
         if ec.qkv_bias == Some(true) {
             return Err(EdaError::InvalidConfig(format!("{}: `qkv_bias: true` is not supported for drafts", path.display())));
         }

@@ -23,6 +23,7 @@ mod init;
 pub mod model;
 pub mod moe;
 pub mod session;
+pub mod speculators;
 
 pub use config::EdaDraftConfig;
 pub use model::{DraftForward, EdaDraft, FreezePlan, ParamCounts};

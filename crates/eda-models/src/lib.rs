@@ -43,7 +43,7 @@ pub mod tokenizer;
 
 pub use batch::{BatchSession, MAX_BATCH_SIZE};
 pub use config::{Architecture, ModelConfig, RopeScaling};
-pub use loader::{load_causal_lm, load_config, load_pretrained, WeightSource};
+pub use loader::{load_causal_lm, load_config, load_pretrained, WeightSource, TORCH_FILE};
 pub use model::{CausalLm, DecoderLayer};
 pub use target::Target;
 pub use tokenizer::{load_tokenizer, load_tokenizer_for, tokenizer_vocab_size};

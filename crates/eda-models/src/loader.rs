@@ -14,6 +14,9 @@ use eda_core::safetensors::{self as st, Dtype, SafetensorsFile, TensorRef};
 use eda_core::{EdaError, Result};
 
 use crate::config::ModelConfig;
+
+/// The PyTorch checkpoint file read when a directory has no safetensors weights.
+pub const TORCH_FILE: &str = "pytorch_model.bin";
 use crate::layers::{Attention, Mlp, RmsNorm};
 use crate::model::{param, rope_for, CausalLm, DecoderLayer};
 
@@ -31,6 +34,9 @@ pub struct WeightSource {
     map: HashMap<String, usize>,
     /// Set for GGUF-backed sources (then `files` and `map` are empty).
     gguf: Option<crate::gguf::GgufTensors>,
+    /// Set for a `pytorch_model.bin` source: its tensors, re-encoded as safetensors in memory
+    /// (then `files` and `map` are empty).
+    torch: Option<SafetensorsFile<Vec<u8>>>,
 }
 
 impl WeightSource {
@@ -41,7 +47,7 @@ impl WeightSource {
         if single.is_file() {
             let shard = SafetensorsFile::open(&single)?;
             let map = shard.names().iter().map(|k| (k.clone(), 0)).collect();
-            return Ok(WeightSource { origin: single, files: vec![shard], map, gguf: None });
+            return Ok(WeightSource { origin: single, files: vec![shard], map, gguf: None, torch: None });
         }
         if index.is_file() {
             let v: serde_json::Value = eda_core::io::read_json(&index)?;
@@ -64,36 +70,50 @@ impl WeightSource {
                 map.insert(name.clone(), idx);
             }
             let files = shard_names.iter().map(|f| SafetensorsFile::open(&dir.join(f))).collect::<Result<Vec<_>>>()?;
-            return Ok(WeightSource { origin: index, files, map, gguf: None });
+            return Ok(WeightSource { origin: index, files, map, gguf: None, torch: None });
+        }
+        let bin = dir.join(TORCH_FILE);
+        if bin.is_file() {
+            // PyTorch checkpoints (older HF repositories, EAGLE drafts) are small enough here to
+            // re-encode once in memory; every reader below then sees one safetensors file.
+            let tensors = eda_core::torch_checkpoint::read(&bin)?;
+            let bytes = st::serialize(&tensors, &Default::default(), &bin)?;
+            let file = SafetensorsFile::parse(bytes, &bin)?;
+            return Ok(WeightSource { origin: bin, files: Vec::new(), map: HashMap::new(), gguf: None, torch: Some(file) });
         }
         if !dir.is_dir() {
             return Err(EdaError::io(dir, std::io::Error::new(std::io::ErrorKind::NotFound, "checkpoint directory not found")));
         }
         Err(EdaError::io(
             &single,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "neither model.safetensors nor model.safetensors.index.json found"),
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "none of model.safetensors, model.safetensors.index.json, pytorch_model.bin found",
+            ),
         ))
     }
 
     /// A source reading the (HF-named) tensors of a GGUF file.
     pub fn from_gguf(tensors: crate::gguf::GgufTensors) -> Self {
         let origin = tensors.file().path().to_path_buf();
-        WeightSource { origin, files: Vec::new(), map: HashMap::new(), gguf: Some(tensors) }
+        WeightSource { origin, files: Vec::new(), map: HashMap::new(), gguf: Some(tensors), torch: None }
     }
 
     /// Whether the checkpoint has a tensor called `name`.
     pub fn contains(&self, name: &str) -> bool {
-        match &self.gguf {
-            Some(g) => g.contains(name),
-            None => self.map.contains_key(name),
+        match (&self.gguf, &self.torch) {
+            (Some(g), _) => g.contains(name),
+            (None, Some(t)) => t.contains(name),
+            (None, None) => self.map.contains_key(name),
         }
     }
 
     /// Files backing the checkpoint (in shard order; the one file for GGUF).
     pub fn files(&self) -> Vec<&Path> {
-        match &self.gguf {
-            Some(g) => vec![g.file().path()],
-            None => self.files.iter().map(|f| f.path()).collect(),
+        match (&self.gguf, &self.torch) {
+            (Some(g), _) => vec![g.file().path()],
+            (None, Some(t)) => vec![t.path()],
+            (None, None) => self.files.iter().map(|f| f.path()).collect(),
         }
     }
 
@@ -103,6 +123,9 @@ impl WeightSource {
     pub fn tensor<'a>(&'a self, name: &'a str) -> Result<TensorRef<'a>> {
         if let Some(g) = &self.gguf {
             return Err(EdaError::Gguf { path: g.file().path().into(), message: format!("`{name}` can only be read as f32 weights") });
+        }
+        if let Some(t) = &self.torch {
+            return t.tensor(name).map_err(|_| EdaError::MissingTensor { name: name.into(), file: self.origin.clone() });
         }
         let idx = *self.map.get(name).ok_or_else(|| EdaError::MissingTensor { name: name.into(), file: self.origin.clone() })?;
         self.files[idx].tensor(name)
@@ -127,7 +150,7 @@ impl WeightSource {
         let mut out = vec![0f32; t.numel()];
         if t.data.len() != out.len() * width {
             return Err(EdaError::Safetensors {
-                path: self.files[self.map[name]].path().into(),
+                path: self.map.get(name).map_or_else(|| self.origin.clone(), |&i| self.files[i].path().into()),
                 message: format!("`{name}` holds {} bytes, expected {}", t.data.len(), out.len() * width),
             });
         }

@@ -57,12 +57,35 @@ pub struct OpenAiSettings {
     pub api_key: Option<String>,
     /// Timeout of one whole request.
     pub timeout_secs: u64,
+    /// Further attempts after a transient failure (connection refused or reset, timeout, HTTP
+    /// 429 or 5xx), with exponential backoff from [`retry_backoff_ms`](Self::retry_backoff_ms).
+    /// Other failures (HTTP 4xx, a body that is not a completion) are not retried.
+    #[serde(default = "default_retries")]
+    pub max_retries: u32,
+    /// Wait before the first retry; doubled for each further one.
+    #[serde(default = "default_backoff_ms")]
+    pub retry_backoff_ms: u64,
+}
+
+fn default_retries() -> u32 {
+    3
+}
+
+fn default_backoff_ms() -> u64 {
+    1000
 }
 
 impl OpenAiSettings {
-    /// Settings with no API key and a 600 s timeout.
+    /// Settings with no API key, a 600 s timeout and 3 retries from 1 s backoff (1 + 2 + 4 s).
     pub fn new(base_url: impl Into<String>, model: impl Into<String>) -> Self {
-        OpenAiSettings { base_url: base_url.into(), model: model.into(), api_key: None, timeout_secs: 600 }
+        OpenAiSettings {
+            base_url: base_url.into(),
+            model: model.into(),
+            api_key: None,
+            timeout_secs: 600,
+            max_retries: default_retries(),
+            retry_backoff_ms: default_backoff_ms(),
+        }
     }
 
     /// The completions endpoint.
@@ -149,16 +172,58 @@ impl OpenAiRegenerator {
             stop,
         };
         let url = self.settings.endpoint();
-        let mut req = self.agent.post(&url);
+        let mut attempt = 0u32;
+        loop {
+            match self.post(&url, &body) {
+                Ok(parsed) => {
+                    let choice = parsed
+                        .choices
+                        .into_iter()
+                        .next()
+                        .ok_or_else(|| EdaError::Remote(format!("POST {url}: response has no choices")))?;
+                    return Ok((choice.text, choice.finish_reason));
+                }
+                Err(Attempt::Transient(why)) if attempt < self.settings.max_retries => {
+                    let wait = self.settings.retry_backoff_ms.saturating_mul(1 << attempt.min(16));
+                    attempt += 1;
+                    tracing::warn!(url = %url, attempt, of = self.settings.max_retries, wait_ms = wait, "server request failed ({why}); retrying");
+                    std::thread::sleep(Duration::from_millis(wait));
+                }
+                Err(Attempt::Transient(why)) => {
+                    return Err(EdaError::Remote(format!("POST {url}: {why} (gave up after {} retries)", self.settings.max_retries)))
+                }
+                Err(Attempt::Fatal(why)) => return Err(EdaError::Remote(format!("POST {url}: {why}"))),
+            }
+        }
+    }
+
+    /// One request; failures sorted into those worth retrying and the rest.
+    fn post(&self, url: &str, body: &CompletionRequest<'_>) -> std::result::Result<CompletionResponse, Attempt> {
+        let mut req = self.agent.post(url);
         if let Some(key) = &self.settings.api_key {
             req = req.header("Authorization", &format!("Bearer {key}"));
         }
-        let mut resp = req.send_json(&body).map_err(|e| EdaError::Remote(format!("POST {url}: {e}")))?;
-        let parsed: CompletionResponse =
-            resp.body_mut().read_json().map_err(|e| EdaError::Remote(format!("POST {url}: unexpected response body: {e}")))?;
-        let choice = parsed.choices.into_iter().next().ok_or_else(|| EdaError::Remote(format!("POST {url}: response has no choices")))?;
-        Ok((choice.text, choice.finish_reason))
+        let mut resp = req.send_json(body).map_err(|e| match e {
+            ureq::Error::StatusCode(code) if code == 429 || code >= 500 => Attempt::Transient(format!("HTTP {code}")),
+            ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::BodyStalled => {
+                Attempt::Transient(e.to_string())
+            }
+            other => Attempt::Fatal(other.to_string()),
+        })?;
+        // A server that dies mid-body surfaces here as an I/O error: also transient.
+        resp.body_mut().read_json().map_err(|e| match e {
+            ureq::Error::Io(_) | ureq::Error::Timeout(_) | ureq::Error::BodyStalled => Attempt::Transient(e.to_string()),
+            other => Attempt::Fatal(format!("unexpected response body: {other}")),
+        })
     }
+}
+
+/// Why one request failed.
+enum Attempt {
+    /// The server may answer if asked again (down, restarting, overloaded).
+    Transient(String),
+    /// Asking again would give the same answer.
+    Fatal(String),
 }
 
 impl OpenAiRegenerator {

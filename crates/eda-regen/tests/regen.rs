@@ -383,6 +383,8 @@ fn openai_round_trip_and_errors() {
     let mut settings = OpenAiSettings::new(format!("{url}/v1/"), "tiny-model");
     settings.api_key = Some("sekret".into());
     settings.timeout_secs = 10;
+    // One response per request: no retries here (retries are tested below).
+    settings.max_retries = 0;
     let r = OpenAiRegenerator::new(settings, tok.clone(), Some(IM_END));
     let gen = GenerationConfig { max_new_tokens: 9, stop_tokens: vec![IM_END], ..GenerationConfig::greedy() };
     assert_eq!(r.record(), GeneratorRecord::OpenAi { base_url: format!("{url}/v1/"), model: "tiny-model".into() });
@@ -405,11 +407,38 @@ fn openai_round_trip_and_errors() {
     // Nothing listening: a remote error, not a panic.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dead = OpenAiRegenerator::new(
-        OpenAiSettings { timeout_secs: 5, ..OpenAiSettings::new(format!("http://127.0.0.1:{port}"), "m") },
+        OpenAiSettings {
+            timeout_secs: 5,
+            max_retries: 2,
+            retry_backoff_ms: 10,
+            ..OpenAiSettings::new(format!("http://127.0.0.1:{port}"), "m")
+        },
         tok,
         None,
     );
-    assert!(matches!(dead.answer(&[1], &gen).unwrap_err(), EdaError::Remote(_)));
+    let e = dead.answer(&[1], &gen).unwrap_err();
+    assert!(matches!(&e, EdaError::Remote(m) if m.contains("gave up after 2 retries") && m.contains(&port.to_string())), "{e}");
+}
+
+#[test]
+fn transient_server_failures_are_retried_and_client_errors_are_not() {
+    let tok = tokenizer();
+    let gen = GenerationConfig { max_new_tokens: 9, stop_tokens: vec![IM_END], ..GenerationConfig::greedy() };
+    let ok = r#"{"choices": [{"text": "hello world", "finish_reason": "stop"}]}"#.to_string();
+    let settings = |url: String| OpenAiSettings { timeout_secs: 10, max_retries: 2, retry_backoff_ms: 10, ..OpenAiSettings::new(url, "m") };
+    // Overloaded, then fine: the answer arrives.
+    let (url, rx, h) = mock_server(vec![(503, "{}".into()), (200, ok)]);
+    let r = OpenAiRegenerator::new(settings(url), tok.clone(), Some(IM_END));
+    assert_eq!(r.answer(&[1, 4], &gen).unwrap(), vec![7, 8, IM_END]);
+    h.join().unwrap();
+    assert_eq!(rx.try_iter().count(), 2, "one retry");
+    // A client error is final: one request, no retry.
+    let (url, rx, h) = mock_server(vec![(400, "{\"error\": \"bad\"}".into())]);
+    let r = OpenAiRegenerator::new(settings(url), tok, Some(IM_END));
+    let e = r.answer(&[1, 4], &gen).unwrap_err();
+    h.join().unwrap();
+    assert!(matches!(&e, EdaError::Remote(m) if m.contains("400") && !m.contains("gave up")), "{e}");
+    assert_eq!(rx.try_iter().count(), 1);
 }
 
 #[test]

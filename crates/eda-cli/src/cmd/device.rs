@@ -47,6 +47,14 @@ fn stored_half_dtype(checkpoint: &Path) -> Option<Precision> {
     }
 }
 
+/// Opens `device` in f32 and loads `target`, whose embedding and LM head complete a draft that
+/// is being converted (`eda export`, `eda import-eagle`).
+pub fn conversion_target(device: &super::args::DeviceArgs, target: &Path) -> eda_core::Result<(Device, eda_models::Target)> {
+    let device = open(device.device.as_deref(), Some(ComputeDtype::F32), None)?;
+    let target = eda_models::Target::from_pretrained(target, &device)?;
+    Ok((device, target))
+}
+
 /// Opens the device named by `name` (default: `EDA_DEVICE` or the best compiled-in backend) and
 /// sets its compute precision from `dtype` (default: `EDA_DTYPE` or `auto`), for the models of
 /// `checkpoint`. An explicit half dtype the device cannot compute is an error; `auto` falls

@@ -9,6 +9,7 @@ pub mod eval;
 pub mod export;
 pub mod features;
 pub mod generate;
+pub mod import_eagle;
 pub mod regenerate;
 pub mod select;
 pub mod train;

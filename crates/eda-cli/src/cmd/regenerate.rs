@@ -59,6 +59,11 @@ pub struct Args {
     /// Timeout of one server request, in seconds.
     #[arg(long, default_value_t = 600)]
     pub server_timeout: u64,
+    /// Retries of a server request after a transient failure (connection refused or reset,
+    /// timeout, HTTP 429/5xx), waiting 1 s, 2 s, 4 s, ... in between. When they run out the run
+    /// stops with an error; every finished sample is kept, so rerunning resumes.
+    #[arg(long, default_value_t = 3, value_name = "N")]
+    pub server_retries: u32,
 }
 
 /// Runs `eda regenerate`.
@@ -78,6 +83,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
             let mut s = OpenAiSettings::new(url.clone(), model.clone());
             s.api_key = args.server_api_key.clone().or_else(|| std::env::var("OPENAI_API_KEY").ok());
             s.timeout_secs = args.server_timeout;
+            s.max_retries = args.server_retries;
             let end = template.end_of_turn_id(&job.tokenizer)?;
             Some(OpenAiRegenerator::new(s, job.tokenizer.clone(), end))
         }

@@ -21,7 +21,10 @@ url="http://127.0.0.1:$port"
 
 if ! "$work/venv/bin/python" -c 'import llama_cpp.server' 2>/dev/null; then
     python3 -m venv "$work/venv"
-    "$work/venv/bin/pip" install -q "llama-cpp-python[server]==0.3.36"
+    # A portable AVX2 build: the default native build enabled AMX / AVX-512 kernels that crashed
+    # (general protection fault in libggml-cpu) on this project's virtual machines.
+    CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF" \
+        "$work/venv/bin/pip" install -q "llama-cpp-python[server]==0.3.36"
 fi
 gguf="$work/SmolLM2-135M-Instruct.Q4_1.gguf"
 if [ ! -f "$gguf" ]; then

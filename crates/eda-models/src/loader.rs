@@ -14,11 +14,11 @@ use eda_core::safetensors::{self as st, Dtype, SafetensorsFile, TensorRef};
 use eda_core::{EdaError, Result};
 
 use crate::config::ModelConfig;
+use crate::layers::{Attention, Mlp, RmsNorm};
+use crate::model::{param, rope_for, CausalLm, DecoderLayer};
 
 /// The PyTorch checkpoint file read when a directory has no safetensors weights.
 pub const TORCH_FILE: &str = "pytorch_model.bin";
-use crate::layers::{Attention, Mlp, RmsNorm};
-use crate::model::{param, rope_for, CausalLm, DecoderLayer};
 
 /// The tensors of a checkpoint under their HF names, memory-mapped.
 ///
@@ -40,7 +40,9 @@ pub struct WeightSource {
 }
 
 impl WeightSource {
-    /// Opens the checkpoint in `dir`.
+    /// Opens the checkpoint in `dir`: `model.safetensors`, else the shards of
+    /// `model.safetensors.index.json`, else a `pytorch_model.bin` (`torch.save` archive, read
+    /// without running its pickle; see [`eda_core::torch_checkpoint`]).
     pub fn open(dir: &Path) -> Result<Self> {
         let single = dir.join("model.safetensors");
         let index = dir.join("model.safetensors.index.json");

@@ -45,8 +45,13 @@ fn load(name: &str) -> Target {
 }
 
 fn check_against_hf(name: &str) {
+    check_dir_against_hf(name, &fixtures().join(name));
+}
+
+/// `dir` holds the checkpoint of fixture `name` (possibly in another file format).
+fn check_dir_against_hf(name: &str, dir: &std::path::Path) {
     let r = reference(name);
-    let mut t = load(name);
+    let mut t = Target::from_pretrained(dir, &dev()).unwrap();
     assert_eq!(t.info().identity.len(), 64);
     let out = t.forward(&r.input_ids).unwrap();
     let logits = to_vec_f32(out.logits).unwrap();
@@ -76,6 +81,27 @@ fn llama_sharded_tied_matches_hf() {
 #[test]
 fn bf16_checkpoint_loads_and_matches() {
     check_against_hf("qwen2-tiny-bf16");
+}
+
+#[test]
+fn pytorch_bin_checkpoint_loads_and_matches() {
+    // The same weights as a `pytorch_model.bin` (older HF repositories ship only that).
+    let dir = tempfile::tempdir().unwrap();
+    let src = fixtures().join("qwen2-tiny");
+    for f in ["config.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let st = eda_core::safetensors::SafetensorsFile::open(&src.join("model.safetensors")).unwrap();
+    let tensors: Vec<_> = st
+        .names()
+        .iter()
+        .map(|n| {
+            let t = st.tensor(n).unwrap();
+            eda_core::safetensors::HostTensor::new(n.clone(), t.dtype, t.shape.to_vec(), t.data.to_vec())
+        })
+        .collect();
+    eda_core::torch_checkpoint::write(&dir.path().join(eda_models::TORCH_FILE), &tensors).unwrap();
+    check_dir_against_hf("qwen2-tiny", dir.path());
 }
 
 fn last_row(t: Tensor<2>) -> Vec<f32> {

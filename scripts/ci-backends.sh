@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU-backend checks run by .ci/run after the main test suite (also runnable by hand):
 #   1. a Vulkan driver (software lavapipe when the machine has none);
-#   2. the whole workspace and the `eda` binary built with `--features wgpu`;
+#   2. the `eda` binary and the backend tests built with `--features wgpu`;
 #   3. the backend conformance suite and the half-precision tests on the wgpu device;
 #   4. the cuda backend type-checked (DOCS_RS=1 skips the LLVM download; nothing is linked).
 # Fails on the first failing step.
@@ -30,13 +30,18 @@ if [ -z "${XDG_RUNTIME_DIR:-}" ]; then
     XDG_RUNTIME_DIR=$(mktemp -d)
 fi
 
-step "build: workspace and eda binary with --features wgpu"
-cargo build --locked --workspace --features eda/wgpu,eda-cli/wgpu
+# One feature resolution for the build and the tests: `cargo test --workspace` with the same
+# features and targets both times, so the tests reuse what the build compiled. (A `cargo build
+# --workspace` followed by `cargo test -p eda` resolved features differently and compiled the
+# whole wgpu stack twice: 17 + 15 minutes on 2 cores.)
+wgpu_targets=(--workspace --features eda/wgpu,eda-cli/wgpu --test backend_conformance --test backend_f16 --test backend_bf16)
+
+step "build: the eda binary (its unit-test build) and the backend tests with --features wgpu"
+cargo test --locked "${wgpu_targets[@]}" --bin eda --no-run
 
 step "test: backend conformance and half precision on wgpu"
 # Test threads share one device queue; two keep lavapipe's CPU threads busy without thrashing.
-cargo test --locked -p eda --features wgpu \
-    --test backend_conformance --test backend_f16 --test backend_bf16 -- --test-threads 2
+cargo test --locked "${wgpu_targets[@]}" -- --test-threads 2
 
 step "check: cuda backend type-checks (DOCS_RS=1: no LLVM download, no linking)"
 DOCS_RS=1 cargo check --locked -p eda-cli --features cuda

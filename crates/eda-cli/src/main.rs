@@ -32,6 +32,9 @@ enum Command {
     Select(cmd::select::Args),
     /// Train a draft: stage 1 (all parameters) or stage 2 (private experts only).
     Train(cmd::train::Args),
+    /// Fine-tune a target with LoRA (merged into a HF checkpoint): how to make the fine-tuned
+    /// targets EDA adapts drafts to.
+    Finetune(cmd::finetune::Args),
     /// Write an EDA draft in another layout (EAGLE-1, vLLM speculators) for other
     /// speculative-decoding code.
     Export(cmd::export::Args),
@@ -56,6 +59,7 @@ fn main() {
         Command::Regenerate(a) => cmd::regenerate::run(a),
         Command::Select(a) => cmd::select::run(a),
         Command::Train(a) => cmd::train::run(a),
+        Command::Finetune(a) => cmd::finetune::run(a),
         Command::Export(a) => cmd::export::run(a),
         Command::ImportEagle(a) => cmd::import_eagle::run(a),
         Command::Convert(a) => cmd::convert::run(a),

@@ -150,6 +150,10 @@ pub struct DemoConfig {
     pub scale: Scale,
     /// Fraction of the regenerated samples kept by selection (Mahalanobis and random).
     pub select_fraction: f64,
+    /// How the Mahalanobis selection pools a sample's token distances (absent in configs written
+    /// before it was configurable: the mean).
+    #[serde(default)]
+    pub pooling: eda_select::Pooling,
     /// Real checkpoints; `None` uses the built-in targets trained by the demo itself.
     pub external: Option<ExternalModels>,
     /// Device name (`cpu`, `cuda`, `wgpu`); `None` uses `EDA_DEVICE` or the default.
@@ -161,7 +165,16 @@ pub struct DemoConfig {
 impl DemoConfig {
     /// The default demo writing into `out`.
     pub fn new(out: impl Into<PathBuf>) -> Self {
-        DemoConfig { out: out.into(), seed: 0, scale: Scale::full(), select_fraction: 0.5, external: None, device: None, progress: true }
+        DemoConfig {
+            out: out.into(),
+            seed: 0,
+            scale: Scale::full(),
+            select_fraction: 0.5,
+            pooling: eda_select::Pooling::Mean,
+            external: None,
+            device: None,
+            progress: true,
+        }
     }
 
     /// The quick (test-sized) demo writing into `out`.

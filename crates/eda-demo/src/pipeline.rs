@@ -30,7 +30,7 @@ use eda_models::{CausalLm, ModelConfig, Target};
 use eda_regen::{
     regenerate_dataset, ChatTemplate, LocalRegenerator, Manifest, OverflowPolicy, PromptRecord, RegenConfig, RegenMode, MANIFEST_FILE,
 };
-use eda_select::{FeatureStats, FitConfig, MahalanobisSelector, RandomSelector, ScoreConfig};
+use eda_select::{FeatureStats, FitConfig, FitUnit, MahalanobisSelector, Pooling, RandomSelector, ScoreConfig};
 use eda_spec::EvalReport;
 use eda_train::{DecayShape, DraftTrainer, ScheduleConfig, Stage, TrainConfig, TrainReport};
 use serde::{Deserialize, Serialize};
@@ -326,10 +326,38 @@ fn encode_prompts(tokenizer: &Tokenizer, records: &[PromptRecord]) -> Result<Vec
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct SelectionFile {
     fraction: f64,
+    /// Absent in files written before pooling was configurable: those used the mean.
+    #[serde(default)]
+    pooling: Pooling,
     mahalanobis: Vec<usize>,
     random: Vec<usize>,
     scores: Vec<f64>,
     seconds: f64,
+}
+
+/// A selection made with another fraction or pooling than `cfg`'s is removed with what was
+/// trained and evaluated on it, so that the run redoes them (rather than reporting stale rows).
+fn invalidate_stale_selection(sel_path: &Path, cfg: &DemoConfig, drafts_dir: &Path, eval_dir: &Path) -> Result<()> {
+    if !sel_path.is_file() {
+        return Ok(());
+    }
+    let old: SelectionFile = eda_core::io::read_json(sel_path)?;
+    if old.fraction == cfg.select_fraction && old.pooling == cfg.pooling {
+        return Ok(());
+    }
+    tracing::info!(file = %sel_path.display(), "selection settings changed: selecting, training and evaluating eda/random again");
+    std::fs::remove_file(sel_path).map_err(|e| EdaError::io(sel_path, e))?;
+    for m in ["eda", "random"] {
+        let d = drafts_dir.join(m);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(|e| EdaError::io(&d, e))?;
+        }
+        let f = eval_dir.join(format!("{m}.json"));
+        if f.exists() {
+            std::fs::remove_file(&f).map_err(|e| EdaError::io(&f, e))?;
+        }
+    }
+    Ok(())
 }
 
 fn subset(samples: &[FeatureSample], idx: &[usize]) -> Vec<FeatureSample> {
@@ -422,16 +450,21 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
     drop(base);
 
     // 3. Mahalanobis statistics of the base features.
-    let stats_path = cfg.out.join("features/base_stats.safetensors");
+    // Pool-then-distance compares sample means, so its statistics are those of base sample means.
+    let unit = if cfg.pooling == Pooling::PoolThenDistance { FitUnit::SampleMeans } else { FitUnit::Tokens };
+    let stats_path = cfg.out.join(match unit {
+        FitUnit::SampleMeans => "features/base_stats_sample_means.safetensors",
+        _ => "features/base_stats.safetensors",
+    });
     let t_fit = Instant::now();
     let ran = !stats_path.is_file();
     if ran {
-        FeatureStats::fit(&general, &FitConfig::default())?.save(&stats_path)?;
+        FeatureStats::fit(&general, &FitConfig { unit, ..FitConfig::default() })?.save(&stats_path)?;
     }
     log.record("select:fit-base-stats", ran);
     let stats = FeatureStats::load(&stats_path)?;
     let fit_seconds = t_fit.elapsed().as_secs_f64();
-    let selector = MahalanobisSelector::from_stats(&stats, ScoreConfig::default())?;
+    let selector = MahalanobisSelector::from_stats(&stats, ScoreConfig { pooling: cfg.pooling, ..ScoreConfig::default() })?;
     drop(general);
 
     // 4. Per fine-tuned target.
@@ -472,7 +505,10 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
         }
 
         // Selection (Mahalanobis top fraction vs random at the same budget).
+        let eval_dir = cfg.out.join("eval").join(name);
+        let drafts_dir = cfg.out.join("drafts").join(name);
         let sel_path = data_dir.join("selection.json");
+        invalidate_stale_selection(&sel_path, cfg, &drafts_dir, &eval_dir)?;
         let ran = !sel_path.is_file();
         if ran {
             let t = Instant::now();
@@ -481,7 +517,14 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
             let r = RandomSelector { seed: cfg.seed }.select(&regen, cfg.select_fraction)?;
             eda_core::io::write_json(
                 &sel_path,
-                &SelectionFile { fraction: cfg.select_fraction, mahalanobis: m.indices, random: r.indices, scores: m.scores, seconds },
+                &SelectionFile {
+                    fraction: cfg.select_fraction,
+                    pooling: cfg.pooling,
+                    mahalanobis: m.indices,
+                    random: r.indices,
+                    scores: m.scores,
+                    seconds,
+                },
             )?;
         }
         log.record(format!("select:{name}"), ran);
@@ -494,8 +537,6 @@ pub fn run_demo(cfg: &DemoConfig) -> Result<DemoResults> {
             )));
         }
 
-        let eval_dir = cfg.out.join("eval").join(name);
-        let drafts_dir = cfg.out.join("drafts").join(name);
         // (a) no adaptation: the stage-1 draft with the target's LM head.
         let no_adapt = EdaDraft::load(&stage1_draft_dir, base_emb.clone(), head.clone(), &device)?;
         let ev = evaluate_cached(

@@ -182,6 +182,7 @@ impl Store {
             gate_proj: self.linear(&format!("{prefix}.gate_proj"), h, inter, false, device)?,
             up_proj: self.linear(&format!("{prefix}.up_proj"), h, inter, false, device)?,
             down_proj: self.linear(&format!("{prefix}.down_proj"), inter, h, false, device)?,
+            lora: None,
         })
     }
 
@@ -208,6 +209,7 @@ impl Store {
             k_proj: self.linear("layers.0.self_attn.k_proj", h, nkv * hd, false, device)?,
             v_proj: self.linear("layers.0.self_attn.v_proj", h, nkv * hd, false, device)?,
             o_proj: self.linear("layers.0.self_attn.o_proj", nh * hd, h, false, device)?,
+            lora: None,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,
@@ -330,6 +332,7 @@ impl EdaDraft {
                 k_proj: tiny(1, 1),
                 v_proj: tiny(1, 1),
                 o_proj: tiny(1, 1),
+                lora: None,
                 num_heads: cfg.num_attention_heads,
                 num_kv_heads: cfg.num_key_value_heads,
                 head_dim: cfg.head_dim,
@@ -464,6 +467,7 @@ impl EdaDraft {
             gate_proj: cat(&s.gate_proj, &p.gate_proj, 1),
             up_proj: cat(&s.up_proj, &p.up_proj, 1),
             down_proj: cat(&s.down_proj, &p.down_proj, 0),
+            lora: None,
         };
         let mut cfg = self.config.clone();
         cfg.intermediate_size += cfg.private_intermediate_size;

@@ -247,6 +247,7 @@ impl EdaDraft {
             k_proj: init::linear(h, nkv * hd, false, &mut r, device),
             v_proj: init::linear(h, nkv * hd, false, &mut r, device),
             o_proj: init::linear(nh * hd, h, false, &mut r, device),
+            lora: None,
             num_heads: nh,
             num_kv_heads: nkv,
             head_dim: hd,

@@ -104,6 +104,7 @@ impl ExpertGroup {
                 gate_proj: init::linear(hidden, intermediate, false, rng, device),
                 up_proj: init::linear(hidden, intermediate, false, rng, device),
                 down_proj: init::linear(intermediate, hidden, false, rng, device),
+                lora: None,
             })
             .collect();
         ExpertGroup { router, experts, top_k }

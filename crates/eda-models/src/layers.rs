@@ -29,6 +29,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use eda_core::{EdaError, Result};
 
+use crate::lora::{adapted, AttentionLora, MlpLora};
+
 /// Standard deviation of the normal initialisation used for fresh weights (HF's
 /// `initializer_range` default).
 pub const INIT_STD: f64 = 0.02;
@@ -343,6 +345,8 @@ pub struct Attention {
     pub v_proj: Linear,
     /// Output projection, `heads * head_dim -> hidden`, no bias.
     pub o_proj: Linear,
+    /// LoRA adapters on the projections (`None` for a plain model; see [`crate::lora`]).
+    pub lora: Option<AttentionLora>,
     /// Query heads.
     pub num_heads: usize,
     /// Key/value heads.
@@ -363,6 +367,7 @@ impl Attention {
             k_proj: linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, cfg.bias, device),
             v_proj: linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, cfg.bias, device),
             o_proj: linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, false, device),
+            lora: None,
             num_heads: cfg.num_heads,
             num_kv_heads: cfg.num_kv_heads,
             head_dim: cfg.head_dim,
@@ -387,13 +392,29 @@ impl Attention {
     ) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let [q, k, v] = self.project_qkv(x);
+        let q = q.reshape([b, t, nh, hd]).swap_dims(1, 2);
+        let k = k.reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let v = v.reshape([b, t, nkv, hd]).swap_dims(1, 2);
         let q = rope.apply(q, positions);
         let k = rope.apply(k, positions);
         let out = self.attend(q, k, v, cache, mask_bias);
-        self.o_proj.forward(out)
+        self.project_out(out)
+    }
+
+    /// The q, k and v projections of `x` (with their adapters, if any).
+    fn project_qkv(&self, x: Tensor<3>) -> [Tensor<3>; 3] {
+        let l = self.lora.as_ref();
+        [
+            adapted(&self.q_proj, l.and_then(|l| l.q.as_ref()), x.clone()),
+            adapted(&self.k_proj, l.and_then(|l| l.k.as_ref()), x.clone()),
+            adapted(&self.v_proj, l.and_then(|l| l.v.as_ref()), x),
+        ]
+    }
+
+    /// The output projection (with its adapter, if any).
+    fn project_out(&self, x: Tensor<3>) -> Tensor<3> {
+        adapted(&self.o_proj, self.lora.as_ref().and_then(|l| l.o.as_ref()), x)
     }
 
     /// Attention of rotated `q` (`[B, heads, T, head_dim]`) over `k`/`v`
@@ -469,9 +490,10 @@ impl Attention {
         };
         let positions: Vec<usize> = pasts.iter().zip(lens).flat_map(|(&p, &l)| p..p + l).collect();
         // Rotary is elementwise, so rotating the packed tensor equals rotating each sequence.
-        let q = rope.apply_token_major(self.q_proj.forward(x.clone()).reshape([1, n, nh, hd]), &positions);
-        let k = rope.apply_token_major(self.k_proj.forward(x.clone()).reshape([1, n, nkv, hd]), &positions);
-        let v = self.v_proj.forward(x).reshape([1, n, nkv, hd]);
+        let [q, k, v] = self.project_qkv(x);
+        let q = rope.apply_token_major(q.reshape([1, n, nh, hd]), &positions);
+        let k = rope.apply_token_major(k.reshape([1, n, nkv, hd]), &positions);
+        let v = v.reshape([1, n, nkv, hd]);
         let mut outs = Vec::with_capacity(lens.len());
         let mut offset = 0;
         for (i, &l) in lens.iter().enumerate() {
@@ -480,7 +502,7 @@ impl Attention {
             outs.push(self.attend(part(&q), part(&k), part(&v), cache, biases[i].clone()));
             offset += l;
         }
-        self.o_proj.forward(Tensor::cat(outs, 1))
+        self.project_out(Tensor::cat(outs, 1))
     }
 }
 
@@ -512,6 +534,8 @@ pub struct Mlp {
     pub up_proj: Linear,
     /// Down projection, `intermediate -> hidden`.
     pub down_proj: Linear,
+    /// LoRA adapters on the projections (`None` for a plain model; see [`crate::lora`]).
+    pub lora: Option<MlpLora>,
 }
 
 impl Mlp {
@@ -521,12 +545,16 @@ impl Mlp {
             gate_proj: linear(hidden, intermediate, false, device),
             up_proj: linear(hidden, intermediate, false, device),
             down_proj: linear(intermediate, hidden, false, device),
+            lora: None,
         }
     }
 
     /// Applies the block over the last dimension.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let l = self.lora.as_ref();
+        let gate = adapted(&self.gate_proj, l.and_then(|l| l.gate.as_ref()), x.clone());
+        let up = adapted(&self.up_proj, l.and_then(|l| l.up.as_ref()), x);
+        adapted(&self.down_proj, l.and_then(|l| l.down.as_ref()), silu(gate) * up)
     }
 }
 

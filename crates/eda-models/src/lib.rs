@@ -8,6 +8,7 @@
 //!   KV cache, SwiGLU MLP) that the draft models reuse;
 //! * [`ModelConfig`]: HF `config.json`;
 //! * [`CausalLm`]: the model itself (training forward, `save_pretrained`);
+//! * [`lora`]: LoRA adapters on the projections, for fine-tuning a target and merging it back;
 //! * [`Target`]: the [`TargetModel`](eda_core::TargetModel) implementation with KV caches
 //!   (on the CPU, passes of a few tokens run the host decoding path built on [`gemv`]);
 //! * [`gemv`]: the streaming matrix–vector kernel of the CPU decoding paths (target and draft);
@@ -36,6 +37,7 @@ pub mod gemv;
 pub mod gguf;
 pub mod layers;
 pub mod loader;
+pub mod lora;
 pub mod memory;
 pub mod model;
 pub mod target;
@@ -44,6 +46,7 @@ pub mod tokenizer;
 pub use batch::{BatchSession, MAX_BATCH_SIZE};
 pub use config::{Architecture, ModelConfig, RopeScaling};
 pub use loader::{load_causal_lm, load_config, load_pretrained, WeightSource, TORCH_FILE};
+pub use lora::{LoraAdapter, LoraModule, LoraSpec};
 pub use model::{CausalLm, DecoderLayer};
 pub use target::Target;
 pub use tokenizer::{load_tokenizer, load_tokenizer_for, tokenizer_vocab_size};

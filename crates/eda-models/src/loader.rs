@@ -213,6 +213,7 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
                 k_proj: src.linear(&format!("{p}.self_attn.k_proj"), h, nkv * hd, b, device)?,
                 v_proj: src.linear(&format!("{p}.self_attn.v_proj"), h, nkv * hd, b, device)?,
                 o_proj: src.linear(&format!("{p}.self_attn.o_proj"), nh * hd, h, false, device)?,
+                lora: None,
                 num_heads: nh,
                 num_kv_heads: nkv,
                 head_dim: hd,
@@ -222,6 +223,7 @@ pub fn load_causal_lm(cfg: &ModelConfig, src: &WeightSource, device: &Device) ->
                 gate_proj: src.linear(&format!("{p}.mlp.gate_proj"), h, i, false, device)?,
                 up_proj: src.linear(&format!("{p}.mlp.up_proj"), h, i, false, device)?,
                 down_proj: src.linear(&format!("{p}.mlp.down_proj"), i, h, false, device)?,
+                lora: None,
             },
         });
     }

@@ -252,8 +252,13 @@ impl CausalLm {
     /// HF `AutoModelForCausalLM.from_pretrained`.
     ///
     /// `cfg` must describe this model (same shapes); it is what gets written to `config.json`.
+    /// A model with LoRA adapters must be merged first ([`merge_lora`](Self::merge_lora)).
     pub fn save_pretrained(&self, cfg: &ModelConfig, dir: &std::path::Path) -> Result<()> {
         cfg.validate()?;
+        if self.lora_params() > 0 {
+            // The HF layout has no place for them: saving would silently drop the fine-tuning.
+            return Err(EdaError::InvalidArgument("the model has unmerged LoRA adapters; call merge_lora before save_pretrained".into()));
+        }
         let mine = &self.config;
         for (what, a, b) in [
             ("vocab_size", mine.vocab_size, cfg.vocab_size),

@@ -41,8 +41,10 @@ pub struct Target {
 }
 
 impl Target {
-    /// Wraps an in-memory model; `identity` is recorded in [`ModelInfo::identity`].
+    /// Wraps an in-memory model; `identity` is recorded in [`ModelInfo::identity`]. LoRA
+    /// adapters, if any, are merged first (the host decoding path reads plain weights).
     pub fn new(lm: CausalLm, identity: String) -> Self {
+        let lm = lm.merge_lora();
         let cfg = lm.config().clone();
         let device = lm.embed_tokens.weight.val().device();
         let info = ModelInfo {

@@ -246,7 +246,20 @@ pub fn load_params<M: Module>(module: M, bytes: &[u8], file: &Path, device: &Dev
 
 /// Writes a complete checkpoint for `step` and prunes old ones beyond `keep`.
 pub fn save_checkpoint<M: Module>(out_dir: &Path, module: &M, optim: &AdamW, state: &TrainState, keep: usize) -> Result<PathBuf> {
-    let dir = checkpoint_dir(out_dir, state.step);
+    save_checkpoint_with(out_dir, state.step, module, optim, state, keep)
+}
+
+/// [`save_checkpoint`] with any serialisable resume state (other training loops, such as the
+/// target fine-tuner, keep their own `state.json`).
+pub fn save_checkpoint_with<M: Module, S: Serialize>(
+    out_dir: &Path,
+    step: usize,
+    module: &M,
+    optim: &AdamW,
+    state: &S,
+    keep: usize,
+) -> Result<PathBuf> {
+    let dir = checkpoint_dir(out_dir, step);
     eda_core::io::atomic_write(&dir.join("weights.safetensors"), &params_to_bytes(module, true)?)?;
     eda_core::io::atomic_write(&dir.join("optimizer.safetensors"), &optim.to_bytes()?)?;
     eda_core::io::write_json(&dir.join("state.json"), state)?;
@@ -266,7 +279,17 @@ pub fn save_checkpoint<M: Module>(out_dir: &Path, module: &M, optim: &AdamW, sta
 /// Loads a checkpoint directory into `module` and returns the module, optimiser (with
 /// hyper-parameters `params`) and state.
 pub fn load_checkpoint<M: Module>(dir: &Path, module: M, params: AdamWParams, device: &Device) -> Result<(M, AdamW, TrainState)> {
-    let state: TrainState = eda_core::io::read_json(&dir.join("state.json"))?;
+    load_checkpoint_with(dir, module, params, device)
+}
+
+/// [`load_checkpoint`] with any deserialisable resume state (see [`save_checkpoint_with`]).
+pub fn load_checkpoint_with<M: Module, S: serde::de::DeserializeOwned>(
+    dir: &Path,
+    module: M,
+    params: AdamWParams,
+    device: &Device,
+) -> Result<(M, AdamW, S)> {
+    let state: S = eda_core::io::read_json(&dir.join("state.json"))?;
     let wpath = dir.join("weights.safetensors");
     let wbytes = std::fs::read(&wpath).map_err(|e| EdaError::io(&wpath, e))?;
     let (module, _) = load_params(module, &wbytes, &wpath, device)?;

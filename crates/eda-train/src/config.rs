@@ -33,10 +33,10 @@ pub enum PrivateInit {
 pub enum Stage2Freeze {
     /// The whole shared group (fc, attention, norm, shared experts, shared router): only the
     /// private experts and router train (`EdaDraft::freeze_shared`).
-    #[default]
     SharedGroup,
-    /// What the reference stage-2 script does: attention, norm and shared experts frozen, `fc`
-    /// trainable (docs/method.md §2.5).
+    /// What the reference stage-2 script does (the default): attention, norm and shared
+    /// experts frozen, `fc` trainable (docs/method.md §2.5).
+    #[default]
     Reference,
 }
 
@@ -283,7 +283,7 @@ impl Default for TrainConfig {
         TrainConfig {
             stage: Stage::Stage1,
             private_init: PrivateInit::Random,
-            stage2_freeze: Stage2Freeze::SharedGroup,
+            stage2_freeze: Stage2Freeze::Reference,
             steps: None,
             epochs: 1.0,
             batch_size: 4,

@@ -6,7 +6,8 @@
 //! atomic checkpoints with exact resume ([`checkpoint`]), and the loop itself
 //! ([`DraftTrainer`], generic over the [`TrainableDraft`] it trains). [`vocab`] picks a reduced draft vocabulary
 //! (EAGLE-3 style) from the training data; the loss then restricts the target's distribution to
-//! it.
+//! it. [`finetune`] fine-tunes a *target* with LoRA ([`LoraFinetuner`]): how the project makes
+//! its own fine-tuned targets.
 //!
 //! Stage 1 trains every draft parameter except the frozen embedding and LM head; stage 2
 //! ([`Stage::Stage2`]) starts from a stage-1 draft, freezes the shared group, optionally
@@ -41,6 +42,7 @@ pub mod bounds;
 pub mod checkpoint;
 pub mod config;
 mod draft_impl;
+pub mod finetune;
 pub mod loss;
 pub mod model;
 pub mod optim;
@@ -51,5 +53,6 @@ pub use config::{
     AdamWParams, DecayShape, LossConfig, LossNorm, NoiseConfig, PrivateInit, ScheduleConfig, Stage, Stage2Freeze, TrainConfig, WarmupShape,
 };
 pub use draft_impl::{stage1_draft, stage2_draft};
+pub use finetune::{FinetuneConfig, FinetuneReport, LmExample, LoraFinetuner};
 pub use model::{tally_params, ParamTally, TrainForward, TrainableDraft};
 pub use trainer::{DraftTrainer, StepMetrics, TrainReport};

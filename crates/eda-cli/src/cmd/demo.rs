@@ -36,6 +36,12 @@ pub struct Args {
     /// Fraction of the regenerated samples kept by Mahalanobis (and random) selection.
     #[arg(long, default_value_t = 0.5)]
     pub select_fraction: f64,
+    /// Pooling of the Mahalanobis selection: `mean` of per-token distances (statistics of base
+    /// tokens) or `pooled`, the distance of the sample's mean feature (statistics of base sample
+    /// means); `max` and `quantile:<q>` also work. Changing it on an existing `--out` redoes only
+    /// the selection and what depends on it.
+    #[arg(long, default_value = "mean", value_parser = super::select::parse_pooling)]
+    pub pooling: eda_select::Pooling,
     /// Minimal sizes and step counts (for tests and smoke runs; the numbers are not meaningful).
     #[arg(long)]
     pub quick: bool,
@@ -114,6 +120,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         seed: args.seed,
         scale,
         select_fraction: args.select_fraction,
+        pooling: args.pooling,
         external,
         device: args.device.device,
         progress: !args.no_progress,

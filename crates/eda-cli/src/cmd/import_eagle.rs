@@ -43,6 +43,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     let draft =
         eda_draft::EdaDraft::load_eagle(&args.eagle, target.embedding_weight(), target.lm_head_weight(), private, args.seed, &device)?;
     draft.save(&args.out)?;
+    // Stage 2 keeps this base target's embedding by default.
+    super::train::BaseTarget::write(&args.out, &args.target)?;
     let c = draft.config();
     println!(
         "wrote {} (EDA draft from EAGLE {}: shared MLP width {}, fresh private expert width {}, vocabulary {}); adapt it with `eda train --stage stage2 --stage1 {}`",

@@ -8,6 +8,7 @@ pub mod device;
 pub mod eval;
 pub mod export;
 pub mod features;
+pub mod finetune;
 pub mod generate;
 pub mod import_eagle;
 pub mod regenerate;

@@ -100,7 +100,7 @@ pub struct Args {
     pub out: PathBuf,
 }
 
-fn parse_pooling(s: &str) -> Result<Pooling, String> {
+pub(crate) fn parse_pooling(s: &str) -> Result<Pooling, String> {
     s.parse().map_err(|e: EdaError| e.to_string())
 }
 fn parse_positions(s: &str) -> Result<PositionFilter, String> {

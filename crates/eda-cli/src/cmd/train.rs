@@ -14,7 +14,8 @@ use eda_train::{DraftTrainer, LossNorm, NoiseConfig, PrivateInit, Stage, Stage2F
 pub enum StageArg {
     /// Train every draft parameter (except the frozen embedding / LM head) on base-target features.
     Stage1,
-    /// Load `--stage1`, freeze the shared group, train the private group on fine-tuned-target features.
+    /// Load `--stage1`, freeze its attention, norm and shared experts, train `fc` and the private
+    /// group on fine-tuned-target features (see `--freeze`).
     Stage2,
 }
 
@@ -32,7 +33,7 @@ pub enum PrivateInitArg {
 pub enum FreezeArg {
     /// Freeze fc, attention, norm and shared experts: only the private group trains.
     SharedGroup,
-    /// The reference script: freeze attention, norm and shared experts; `fc` also trains.
+    /// The reference script (default): freeze attention, norm and shared experts; `fc` also trains.
     Reference,
 }
 
@@ -69,12 +70,13 @@ pub struct Args {
     #[arg(long, required = true, num_args = 1..)]
     pub features: Vec<PathBuf>,
     /// Target checkpoint directory (HF layout) providing the frozen LM head: the base target in
-    /// stage 1, the fine-tuned target in stage 2. Also provides the embedding unless
-    /// `--embedding-from` is given.
+    /// stage 1, the fine-tuned target in stage 2. Also provides the embedding in stage 1.
     #[arg(long)]
     pub target: PathBuf,
-    /// Checkpoint directory to take the token embedding from (default: `--target`; the
-    /// reference stage 2 keeps the base target's embedding).
+    /// Checkpoint directory to take the token embedding from. Default: `--target` in stage 1; in
+    /// stage 2 the *base* target the stage-1 draft was trained with (recorded in its
+    /// `base_target.json`), as the reference keeps the base embedding. Pass the fine-tuned
+    /// target here to use its embedding instead.
     #[arg(long)]
     pub embedding_from: Option<PathBuf>,
     /// Stage-1 draft directory (the `draft/` folder of a stage-1 run); required for stage 2.
@@ -149,7 +151,7 @@ pub struct Args {
     /// Stage 2: private-group initialisation (default: random).
     #[arg(long, value_enum)]
     pub private_init: Option<PrivateInitArg>,
-    /// Stage 2: which groups are frozen (default: shared-group).
+    /// Stage 2: which groups are frozen (default: reference, which also trains `fc`).
     #[arg(long, value_enum)]
     pub freeze: Option<FreezeArg>,
     /// Seed of shuffling, noise and initialisation (default: 0).
@@ -292,6 +294,59 @@ fn chat_format_of(args: &Args, feature_files: &[PathBuf]) -> eda_core::Result<Op
     Ok(found)
 }
 
+/// `base_target.json` of a draft directory: the base target its shared group was trained with.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct BaseTarget {
+    /// The base checkpoint directory (absolute when it could be resolved).
+    pub target: PathBuf,
+}
+
+impl BaseTarget {
+    const FILE: &'static str = "base_target.json";
+
+    /// Records `target` in `draft_dir`.
+    pub fn write(draft_dir: &Path, target: &Path) -> eda_core::Result<()> {
+        let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
+        eda_core::io::write_json(&draft_dir.join(Self::FILE), &BaseTarget { target })
+    }
+
+    /// The record of `draft_dir`, if it has one.
+    pub fn read(draft_dir: &Path) -> eda_core::Result<Option<PathBuf>> {
+        let path = draft_dir.join(Self::FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(eda_core::io::read_json::<BaseTarget>(&path)?.target))
+    }
+}
+
+/// Where the draft's token embedding comes from (see `--embedding-from`).
+fn embedding_dir(args: &Args) -> eda_core::Result<PathBuf> {
+    if let Some(dir) = &args.embedding_from {
+        return Ok(dir.clone());
+    }
+    let (StageArg::Stage2, Some(stage1)) = (args.stage, &args.stage1) else { return Ok(args.target.clone()) };
+    match BaseTarget::read(stage1)? {
+        Some(base) if base.exists() => {
+            tracing::info!(base = %base.display(), "stage 2 keeps the base target's embedding (recorded with the stage-1 draft)");
+            Ok(base)
+        }
+        Some(base) => Err(EdaError::InvalidArgument(format!(
+            "the stage-1 draft was trained with base target {}, which is gone; pass --embedding-from <base target> \
+             (or the fine-tuned target to use its embedding)",
+            base.display()
+        ))),
+        None => {
+            tracing::warn!(
+                "{} does not record its base target; taking the embedding of --target (pass --embedding-from <base target> \
+                 to keep the base embedding, as the reference does)",
+                stage1.display()
+            );
+            Ok(args.target.clone())
+        }
+    }
+}
+
 /// The target's config, and `[vocab, hidden]` matrices `name` read from its weights.
 fn read_matrix(dir: &Path, cfg: &eda_models::ModelConfig, name: &str, device: &Device) -> eda_core::Result<Tensor<2>> {
     let src = eda_models::WeightSource::open(dir)?;
@@ -354,7 +409,7 @@ pub fn run(args: Args) -> eda_core::Result<()> {
 
     let tcfg = eda_models::ModelConfig::from_file(&args.target.join("config.json"))?;
     let lm_head = read_matrix(&args.target, &tcfg, "lm_head.weight", &device)?;
-    let emb_dir = args.embedding_from.clone().unwrap_or_else(|| args.target.clone());
+    let emb_dir = embedding_dir(&args)?;
     let ecfg = if emb_dir == args.target { tcfg.clone() } else { eda_models::ModelConfig::from_file(&emb_dir.join("config.json"))? };
     if ecfg.vocab_size != tcfg.vocab_size || ecfg.hidden_size != tcfg.hidden_size {
         return Err(EdaError::mismatch(
@@ -418,6 +473,9 @@ pub fn run(args: Args) -> eda_core::Result<()> {
         // eval and generate render prompts the way the training data was rendered.
         f.write(&args.out.join("draft"))?;
     }
+    // The base target travels with the draft, so that a later stage 2 keeps its embedding.
+    let base = if args.stage == StageArg::Stage1 { args.target.clone() } else { emb_dir.clone() };
+    BaseTarget::write(&args.out.join("draft"), &base)?;
     // A tied target's embedding and LM head are one matrix, held twice by the draft: count it once.
     let tied = tcfg.tie_word_embeddings && emb_dir == args.target;
     let total_params = report.total_params - if tied { tcfg.vocab_size * tcfg.hidden_size } else { 0 };
@@ -505,7 +563,7 @@ mod tests {
             assert!(help.contains(&format!("default: {value}")), "--{flag}: help `{help}` does not state the default {value}");
         }
         assert!(c.steps.is_none() && c.loss.norm == LossNorm::MaskedTokens && c.private_init == PrivateInit::Random);
-        assert_eq!(c.stage2_freeze, Stage2Freeze::SharedGroup);
+        assert_eq!(c.stage2_freeze, Stage2Freeze::Reference);
     }
 
     #[test]
@@ -565,6 +623,25 @@ mod tests {
         .unwrap();
         run(cli.args).unwrap();
         assert!(s1.join("draft").is_dir());
+        let recorded = BaseTarget::read(&s1.join("draft")).unwrap().expect("stage 1 records its base target");
+        assert_eq!(recorded, std::fs::canonicalize(&base).unwrap());
+        // Stage 2 defaults to the recorded base embedding (the reference's choice)...
+        let stage2 = |extra: &[&str]| {
+            let mut argv = vec!["eda", "--stage", "stage2", "--features", "f", "--target", ft.to_str().unwrap(), "--out", "o"];
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv).unwrap().args
+        };
+        let s1_draft = p(&s1.join("draft"));
+        assert_eq!(embedding_dir(&stage2(&["--stage1", &s1_draft])).unwrap(), recorded);
+        // ... unless told otherwise; a record pointing nowhere is an error naming the way out.
+        assert_eq!(embedding_dir(&stage2(&["--stage1", &s1_draft, "--embedding-from", &p(&ft)])).unwrap(), ft);
+        let moved = root.path().join("moved");
+        std::fs::create_dir_all(&moved).unwrap();
+        BaseTarget::write(&moved, &root.path().join("gone")).unwrap();
+        let err = embedding_dir(&stage2(&["--stage1", &p(&moved)])).unwrap_err().to_string();
+        assert!(err.contains("--embedding-from"), "{err}");
+        // A draft without a record (older runs) falls back to --target.
+        assert_eq!(embedding_dir(&stage2(&["--stage1", &p(&root.path().join("no-record"))])).unwrap(), ft);
         let s2 = root.path().join("s2");
         let cli = Cli::try_parse_from([
             "eda",
@@ -574,8 +651,6 @@ mod tests {
             &p(&shards),
             "--target",
             &p(&ft),
-            "--embedding-from",
-            &p(&base),
             "--stage1",
             &p(&s1.join("draft")),
             "--out",
@@ -586,14 +661,13 @@ mod tests {
             "reference",
             "--loss-norm",
             "batch",
-            "--freeze",
-            "reference",
             "--device",
             "cpu",
         ])
         .unwrap();
         run(cli.args).unwrap();
         assert_eq!(std::fs::read_to_string(s2.join("metrics.jsonl")).unwrap().lines().count(), 2);
+        assert_eq!(BaseTarget::read(&s2.join("draft")).unwrap(), Some(recorded), "stage 2 passes the base target on");
         // stage 2 without --stage1 is a clear error
         let cli = Cli::try_parse_from([
             "eda",

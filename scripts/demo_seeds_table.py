@@ -17,6 +17,8 @@ for res in sorted(out.glob("seed*/*/results.json")):
     seeds.add(data["seed"])
     for r in data["rows"]:
         m = r["method"]
+        if m == "random" and pooling != "mean":
+            continue  # random selection does not depend on the pooling rule: count it once
         if m in ("eda", "random"):
             label = f"{m} {float(fraction):.0%}" + (f" ({pooling})" if m == "eda" else "")
         elif variant != "mean-0.5":
@@ -49,6 +51,7 @@ for k in sorted(cells, key=key):
         f"| {k[0]} | {k[1]} | {fmt(taus)} | {len(rows)} | {rows[0]['trainable_params']:,} | "
         f"{rows[0]['train_samples']} | {rows[0]['train_steps']} | {statistics.mean(r['train_seconds'] for r in rows):.1f} |"
     )
+lines += ["", "A 100 % budget is `stage2-regen-all` (every regenerated sample, selection or not)."]
 text = "\n".join(lines) + "\n"
 (out / "summary.md").write_text(text)
 print(text)

@@ -25,6 +25,8 @@ use std::str::FromStr;
 use burn::module::{Module, Param};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor, TensorData};
+
+use crate::layers::{Attention, Mlp};
 use eda_core::{EdaError, Result};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -223,6 +225,71 @@ fn count(adapters: &[&Option<LoraAdapter>]) -> usize {
     adapters.iter().filter_map(|a| a.as_ref()).map(LoraAdapter::num_params).sum()
 }
 
+impl Attention {
+    /// Attaches fresh adapters (`spec`'s attention projections) drawn from `rng`, on the device
+    /// of the projections' weights. Adapters already present are replaced.
+    pub fn attach_lora(&mut self, spec: &LoraSpec, rng: &mut impl Rng) {
+        let mut make = |m: LoraModule, l: &Linear| spec.modules.contains(&m).then(|| adapter_for(l, spec, &mut *rng));
+        self.lora = Some(AttentionLora {
+            q: make(LoraModule::Q, &self.q_proj),
+            k: make(LoraModule::K, &self.k_proj),
+            v: make(LoraModule::V, &self.v_proj),
+            o: make(LoraModule::O, &self.o_proj),
+        });
+    }
+
+    /// Folds the adapters into the projections and removes them.
+    pub fn merge_lora(mut self) -> Self {
+        if let Some(a) = self.lora.take() {
+            self.q_proj = merge_into(self.q_proj, a.q);
+            self.k_proj = merge_into(self.k_proj, a.k);
+            self.v_proj = merge_into(self.v_proj, a.v);
+            self.o_proj = merge_into(self.o_proj, a.o);
+        }
+        self
+    }
+
+    /// Scalars in the adapters.
+    pub fn lora_params(&self) -> usize {
+        self.lora.as_ref().map_or(0, |a| count(&[&a.q, &a.k, &a.v, &a.o]))
+    }
+}
+
+impl Mlp {
+    /// Attaches fresh adapters (`spec`'s MLP projections) drawn from `rng`, on the device of the
+    /// projections' weights. Adapters already present are replaced.
+    pub fn attach_lora(&mut self, spec: &LoraSpec, rng: &mut impl Rng) {
+        let mut make = |m: LoraModule, l: &Linear| spec.modules.contains(&m).then(|| adapter_for(l, spec, &mut *rng));
+        self.lora = Some(MlpLora {
+            gate: make(LoraModule::Gate, &self.gate_proj),
+            up: make(LoraModule::Up, &self.up_proj),
+            down: make(LoraModule::Down, &self.down_proj),
+        });
+    }
+
+    /// Folds the adapters into the projections and removes them.
+    pub fn merge_lora(mut self) -> Self {
+        if let Some(m) = self.lora.take() {
+            self.gate_proj = merge_into(self.gate_proj, m.gate);
+            self.up_proj = merge_into(self.up_proj, m.up);
+            self.down_proj = merge_into(self.down_proj, m.down);
+        }
+        self
+    }
+
+    /// Scalars in the adapters.
+    pub fn lora_params(&self) -> usize {
+        self.lora.as_ref().map_or(0, |m| count(&[&m.gate, &m.up, &m.down]))
+    }
+}
+
+/// A fresh adapter shaped for `linear` (burn's `[in, out]` weight).
+fn adapter_for(linear: &Linear, spec: &LoraSpec, rng: &mut impl Rng) -> LoraAdapter {
+    let w = linear.weight.val();
+    let [d_in, d_out] = w.dims();
+    LoraAdapter::new(d_in, d_out, spec.rank, spec.scale(), rng, &w.device())
+}
+
 impl CausalLm {
     /// Freezes every parameter of the model and attaches fresh adapters (`spec`) to the chosen
     /// projections of every layer, initialised from `seed`; only the adapters then require a
@@ -234,60 +301,33 @@ impl CausalLm {
         if self.lora_params() > 0 {
             return Err(EdaError::InvalidConfig("the model already has LoRA adapters; merge them first".into()));
         }
-        let cfg = self.config.clone();
-        let device = self.embed_tokens.weight.val().device();
         let mut rng = eda_core::sampling::seeded_rng(seed ^ 0x10_4a_1a);
-        let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-        let (q_out, kv_out) = (cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
         let mut lm = self.no_grad();
-        let (r, s) = (spec.rank, spec.scale());
         for layer in &mut lm.layers {
-            let mut make = |m: LoraModule, d_in: usize, d_out: usize| {
-                spec.modules.contains(&m).then(|| LoraAdapter::new(d_in, d_out, r, s, &mut rng, &device))
-            };
-            layer.self_attn.lora = Some(AttentionLora {
-                q: make(LoraModule::Q, h, q_out),
-                k: make(LoraModule::K, h, kv_out),
-                v: make(LoraModule::V, h, kv_out),
-                o: make(LoraModule::O, q_out, h),
-            });
-            layer.mlp.lora =
-                Some(MlpLora { gate: make(LoraModule::Gate, h, i), up: make(LoraModule::Up, h, i), down: make(LoraModule::Down, i, h) });
+            layer.self_attn.attach_lora(spec, &mut rng);
+            layer.mlp.attach_lora(spec, &mut rng);
         }
         Ok(lm)
     }
 
     /// Trainable scalars in the model's adapters (0 without adapters).
     pub fn lora_params(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|l| {
-                let a = l.self_attn.lora.as_ref().map_or(0, |a| count(&[&a.q, &a.k, &a.v, &a.o]));
-                let m = l.mlp.lora.as_ref().map_or(0, |m| count(&[&m.gate, &m.up, &m.down]));
-                a + m
-            })
-            .sum()
+        self.layers.iter().map(|l| l.self_attn.lora_params() + l.mlp.lora_params()).sum()
     }
 
     /// Folds every adapter into its projection (`W += (α / r) · B A`) and removes it. The result
     /// computes the same function (up to float rounding) with plain weights. Parameters keep
     /// their gradient requirement except the merged weights, which are new leaves.
     pub fn merge_lora(mut self) -> Self {
-        for layer in &mut self.layers {
-            if let Some(a) = layer.self_attn.lora.take() {
-                let att = &mut layer.self_attn;
-                att.q_proj = merge_into(att.q_proj.clone(), a.q);
-                att.k_proj = merge_into(att.k_proj.clone(), a.k);
-                att.v_proj = merge_into(att.v_proj.clone(), a.v);
-                att.o_proj = merge_into(att.o_proj.clone(), a.o);
-            }
-            if let Some(m) = layer.mlp.lora.take() {
-                let mlp = &mut layer.mlp;
-                mlp.gate_proj = merge_into(mlp.gate_proj.clone(), m.gate);
-                mlp.up_proj = merge_into(mlp.up_proj.clone(), m.up);
-                mlp.down_proj = merge_into(mlp.down_proj.clone(), m.down);
-            }
-        }
+        self.layers = self
+            .layers
+            .into_iter()
+            .map(|mut l| {
+                l.self_attn = l.self_attn.merge_lora();
+                l.mlp = l.mlp.merge_lora();
+                l
+            })
+            .collect();
         self
     }
 }

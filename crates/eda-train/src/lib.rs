@@ -10,9 +10,10 @@
 //! its own fine-tuned targets.
 //!
 //! Stage 1 trains every draft parameter except the frozen embedding and LM head; stage 2
-//! ([`Stage::Stage2`]) starts from a stage-1 draft, freezes the shared group, optionally
-//! re-initialises the private group ([`PrivateInit`]) and swaps in the fine-tuned target's LM
-//! head. What is trained is simply what requires a gradient in the module handed to the trainer:
+//! ([`Stage::Stage2`]) starts from a stage-1 draft, freezes attention, norm and the shared
+//! experts (and `fc` too with [`Stage2Freeze::SharedGroup`]; by default it trains, as in the
+//! reference), optionally re-initialises the private group ([`PrivateInit`]) and swaps in the
+//! fine-tuned target's LM head. What is trained is simply what requires a gradient in the module handed to the trainer:
 //! build it with [`stage1_draft`] or [`stage2_draft`].
 //!
 //! ```

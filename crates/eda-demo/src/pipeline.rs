@@ -9,7 +9,7 @@
 //! | `tokenizer/` | the shared BPE tokenizer (built-in targets only) |
 //! | `targets/{base,math,code}/` | built-in targets as HF checkpoints |
 //! | `features/general/` | base-target features of general data (shards + manifest) |
-//! | `features/base_stats.safetensors` | fitted Mahalanobis statistics |
+//! | `features/base_stats.safetensors` | fitted Mahalanobis statistics (`..._sample_means` for `pooled`) |
 //! | `drafts/stage1/` | the stage-1 draft (trainer directory; `draft/` is the model) |
 //! | `data/<target>/{regenerated,original}/` | domain features of each fine-tuned target |
 //! | `data/<target>/selection.json` | Mahalanobis and random selections |

@@ -2,8 +2,8 @@
 //! cheaply: `y = W x + (α / r) · B A x` with the base `W` frozen and only `A` (`r × in`) and
 //! `B` (`out × r`) trained. `B` starts at zero, so an adapted model starts equal to its base.
 //!
-//! Adapters live inside the layers ([`AttentionLora`] in [`Attention`](crate::layers::Attention),
-//! [`MlpLora`] in [`Mlp`](crate::layers::Mlp)) so every forward path (training, cached decoding,
+//! Adapters live inside the layers ([`AttentionLora`] in [`Attention`],
+//! [`MlpLora`] in [`Mlp`]) so every forward path (training, cached decoding,
 //! packed batches) applies them. [`CausalLm::add_lora`] attaches them and freezes everything
 //! else; [`CausalLm::merge_lora`] folds them into the base weights (`W += (α / r) · B A`), after
 //! which the model is an ordinary checkpoint ([`CausalLm::save_pretrained`]).
@@ -14,7 +14,8 @@
 //! let lm = CausalLm::new(&ModelConfig::qwen2(32, 16, 32, 1, 2, 1, 64), &device);
 //! let spec = LoraSpec { rank: 4, alpha: 8.0, modules: vec![LoraModule::Q, LoraModule::V] };
 //! let lm = lm.add_lora(&spec, 0).unwrap();
-//! assert_eq!(lm.lora_params(), 2 * (16 * 4 + 4 * 16));
+//! // q: 16 → 16 (2 heads of 8), v: 16 → 8 (1 kv head): A is in × r, B is r × out.
+//! assert_eq!(lm.lora_params(), (16 * 4 + 4 * 16) + (16 * 4 + 4 * 8));
 //! let merged = lm.merge_lora();
 //! assert_eq!(merged.lora_params(), 0);
 //! ```

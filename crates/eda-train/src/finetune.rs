@@ -127,7 +127,10 @@ impl FinetuneConfig {
         if self.steps == 0 || self.batch_size == 0 || self.max_len < 2 {
             return Err(EdaError::InvalidConfig("steps and batch_size must be >= 1 and max_len >= 2".into()));
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) || !(self.grad_clip >= 0.0) || !(self.weight_decay >= 0.0) {
+        // Written so that NaN fails every check.
+        let positive = self.lr.is_finite() && self.lr > 0.0;
+        let non_negative = |x: f64| x >= 0.0;
+        if !positive || !non_negative(self.grad_clip) || !non_negative(self.weight_decay) {
             return Err(EdaError::InvalidConfig("lr must be positive; grad_clip and weight_decay non-negative".into()));
         }
         if self.keep_checkpoints == 0 {

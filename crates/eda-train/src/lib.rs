@@ -37,6 +37,8 @@
 //! ```
 
 #![warn(missing_docs)]
+// `is_multiple_of` is newer than the workspace MSRV (1.85).
+#![allow(unknown_lints, clippy::manual_is_multiple_of)]
 
 pub mod batch;
 pub mod bounds;

@@ -103,6 +103,16 @@ fn quick_pipeline_runs_end_to_end_and_resumes() {
     let third = run_demo(&cfg).unwrap();
     assert_eq!(third.stages.ran, vec!["eval:math/eda".to_string()]);
     assert_eq!(third.get("math", "eda").unwrap().tau, first.get("math", "eda").unwrap().tau, "greedy τ is deterministic");
+
+    // Another pooling rule redoes the selection and what was trained on it, nothing else.
+    let pooled_cfg = DemoConfig { pooling: eda_select::Pooling::PoolThenDistance, ..cfg.clone() };
+    let fourth = run_demo(&pooled_cfg).unwrap();
+    for stage in ["select:fit-base-stats", "select:math", "eval:math/eda", "eval:code/random"] {
+        assert!(fourth.stages.ran.iter().any(|s| s == stage), "{stage} not redone: ran {:?}", fourth.stages.ran);
+    }
+    assert!(fourth.stages.ran.iter().all(|s| !s.contains("full-ft") && !s.contains("no-adapt")), "ran {:?}", fourth.stages.ran);
+    assert!(out.join("features/base_stats_sample_means.safetensors").is_file());
+    assert_eq!(fourth.get("math", "full-ft").unwrap().tau, first.get("math", "full-ft").unwrap().tau);
 }
 
 /// The claims that hold at the built-in demo's scale (the README's table), asserted on the default

@@ -3,21 +3,9 @@
 //! resumes to the same weights, and bad inputs are clear errors.
 
 use std::path::Path;
-use std::process::Command;
 
-fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2-tiny")
-}
-
-fn eda(work: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_eda")).args(args).current_dir(work).env("NO_COLOR", "1").output().unwrap()
-}
-
-fn ok(work: &Path, args: &[&str]) -> String {
-    let out = eda(work, args);
-    assert!(out.status.success(), "eda {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{eda, fixture, ok};
 
 /// Prompts whose answers follow a pattern the fixture does not know.
 fn write_prompts(path: &Path, range: std::ops::Range<usize>) {

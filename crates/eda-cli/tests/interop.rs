@@ -5,23 +5,11 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Command;
 
 use eda_core::safetensors::{HostTensor, SafetensorsFile};
 
-fn fixture() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/qwen2-tiny")
-}
-
-fn eda(work: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_eda")).args(args).current_dir(work).env("NO_COLOR", "1").output().unwrap()
-}
-
-fn ok(work: &Path, args: &[&str]) -> String {
-    let out = eda(work, args);
-    assert!(out.status.success(), "eda {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+mod common;
+use common::{eda, fixture, ok};
 
 fn tensors(path: &Path) -> BTreeMap<String, HostTensor> {
     let t = if path.extension().is_some_and(|e| e == "bin") {

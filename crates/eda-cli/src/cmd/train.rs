@@ -327,13 +327,14 @@ fn embedding_dir(args: &Args) -> eda_core::Result<PathBuf> {
     }
     let (StageArg::Stage2, Some(stage1)) = (args.stage, &args.stage1) else { return Ok(args.target.clone()) };
     match BaseTarget::read(stage1)? {
-        Some(base) if base.exists() => {
+        // `eda train` reads HF directories only (a GGUF base recorded by import-eagle is not one).
+        Some(base) if base.join("config.json").is_file() => {
             tracing::info!(base = %base.display(), "stage 2 keeps the base target's embedding (recorded with the stage-1 draft)");
             Ok(base)
         }
         Some(base) => Err(EdaError::InvalidArgument(format!(
-            "the stage-1 draft was trained with base target {}, which is gone; pass --embedding-from <base target> \
-             (or the fine-tuned target to use its embedding)",
+            "the stage-1 draft was trained with base target {}, which is gone or not a HF checkpoint directory; pass \
+             --embedding-from <base target directory> (or the fine-tuned target to use its embedding)",
             base.display()
         ))),
         None => {

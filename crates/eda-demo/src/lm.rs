@@ -66,14 +66,18 @@ pub fn token_stream(records: &[PromptRecord], tok: &Tokenizer) -> Result<(Vec<To
     Ok((stream, starts))
 }
 
+/// Linear warmup over 5 % of the steps, then cosine decay to 10 % of `peak` (the trainer's
+/// schedule).
 fn lr_at(step: usize, total: usize, peak: f64) -> f64 {
-    let warm = (total / 20).max(1);
-    if step < warm {
-        return peak * (step + 1) as f64 / warm as f64;
-    }
-    let p = (step - warm) as f64 / (total - warm).max(1) as f64;
-    let min = 0.1 * peak;
-    min + 0.5 * (peak - min) * (1.0 + (std::f64::consts::PI * p).cos())
+    let schedule = eda_train::ScheduleConfig {
+        lr: peak,
+        min_lr: 0.1 * peak,
+        warmup_steps: (total / 20).max(1),
+        warmup: eda_train::WarmupShape::Linear,
+        decay: eda_train::DecayShape::Cosine,
+        decay_total_steps: None,
+    };
+    schedule.lr_at(step, total)
 }
 
 /// Trains `model` (on a plain device; it is moved to `device.autodiff()` for training) on

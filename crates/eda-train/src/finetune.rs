@@ -38,7 +38,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::batch::BatchPlan;
 use crate::checkpoint::{frozen_fingerprint, latest_checkpoint, load_checkpoint_with, save_checkpoint_with};
-use crate::config::AdamWParams;
+use crate::config::{AdamWParams, DecayShape, ScheduleConfig, WarmupShape};
 use crate::optim::{AdamW, GradAccumulator};
 
 /// One training sequence: tokens and which of them are predicted (`loss_mask[i] = 1`: token `i`
@@ -139,14 +139,18 @@ impl FinetuneConfig {
         Ok(())
     }
 
-    /// Learning rate of step `step` (0-based).
+    /// Learning rate of step `step` (0-based): the trainer's [`ScheduleConfig`] with linear
+    /// warmup and cosine decay to 10 % of the peak at the last step.
     pub fn lr_at(&self, step: usize) -> f64 {
-        if step < self.warmup_steps {
-            return self.lr * (step + 1) as f64 / self.warmup_steps as f64;
-        }
-        let p = (step - self.warmup_steps) as f64 / (self.steps - self.warmup_steps).max(1) as f64;
-        let min = 0.1 * self.lr;
-        min + 0.5 * (self.lr - min) * (1.0 + (std::f64::consts::PI * p.min(1.0)).cos())
+        let schedule = ScheduleConfig {
+            lr: self.lr,
+            min_lr: 0.1 * self.lr,
+            warmup_steps: self.warmup_steps,
+            warmup: WarmupShape::Linear,
+            decay: DecayShape::Cosine,
+            decay_total_steps: None,
+        };
+        schedule.lr_at(step, self.steps)
     }
 
     fn adamw(&self) -> AdamWParams {

@@ -145,7 +145,7 @@ impl ChainStrategy {
                 },
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();
-            s.record_depths(accepted, accepted < g);
+            s.record_depths(&drafted[..accepted], accepted < g);
             let path: Vec<usize> = (0..=accepted).collect();
             let mut new_tokens = drafted[..accepted].to_vec();
             new_tokens.push(bonus);

@@ -386,23 +386,48 @@ pub(crate) enum BaselinePlan<'a> {
 /// cache to store).
 pub(crate) fn evaluate_planned<S: SpeculativeStrategy + ?Sized>(
     target: &mut dyn TargetModel,
-    mut draft: Option<&mut dyn DraftModel>,
+    draft: Option<&mut dyn DraftModel>,
     strategy: &mut S,
     prompts: &[Vec<TokenId>],
     cfg: &GenerationConfig,
     warmup: usize,
     plan: BaselinePlan<'_>,
 ) -> Result<(EvalReport, Option<Vec<GenerationOutput>>)> {
+    evaluate_planned_lengths(target, draft, strategy, prompts, cfg, None, warmup, plan)
+}
+
+/// [`evaluate_planned`] with an optional per-prompt `max_new_tokens` (replayed recordings each
+/// end where their recording ends).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn evaluate_planned_lengths<S: SpeculativeStrategy + ?Sized>(
+    target: &mut dyn TargetModel,
+    mut draft: Option<&mut dyn DraftModel>,
+    strategy: &mut S,
+    prompts: &[Vec<TokenId>],
+    cfg: &GenerationConfig,
+    lengths: Option<&[usize]>,
+    warmup: usize,
+    plan: BaselinePlan<'_>,
+) -> Result<(EvalReport, Option<Vec<GenerationOutput>>)> {
     if prompts.is_empty() {
         return Err(EdaError::EmptyDataset("no prompts to evaluate".into()));
     }
+    if let Some(l) = lengths {
+        if l.len() != prompts.len() {
+            return Err(EdaError::mismatch("generation lengths (one per prompt)", prompts.len(), l.len()));
+        }
+    }
+    let cfg_of = |index: usize| match lengths {
+        Some(l) => GenerationConfig { max_new_tokens: l[index], ..cfg.clone() },
+        None => cfg.clone(),
+    };
     let measure = matches!(plan, BaselinePlan::Measure);
     let has_baseline = !matches!(plan, BaselinePlan::Skip);
     for _ in 0..warmup {
-        strategy.generate(target, reborrow(&mut draft), &prompts[0], cfg)?;
+        strategy.generate(target, reborrow(&mut draft), &prompts[0], &cfg_of(0))?;
         // A given baseline was timed (and warmed) when it was measured.
         if measure {
-            generate_autoregressive(target, &prompts[0], cfg)?;
+            generate_autoregressive(target, &prompts[0], &cfg_of(0))?;
         }
     }
     let mut reports = Vec::with_capacity(prompts.len());
@@ -413,6 +438,7 @@ pub(crate) fn evaluate_planned<S: SpeculativeStrategy + ?Sized>(
     }
     for (index, prompt) in prompts.iter().enumerate() {
         bar.inc(1);
+        let cfg = &cfg_of(index);
         let base: Option<GenerationOutput> = match &plan {
             BaselinePlan::Skip => None,
             BaselinePlan::Measure => Some(generate_autoregressive(target, prompt, cfg)?),

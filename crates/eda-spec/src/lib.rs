@@ -14,6 +14,8 @@
 //! - [`evaluate`]: per-prompt and aggregate τ (standard and reference definitions), α,
 //!   acceptance per depth, cost ratio, predicted and measured speedup against autoregressive
 //!   decoding in the same process, as JSON and as a table;
+//! - [`replay`]: greedy τ of a draft against a target's recorded answers and hidden states, at
+//!   the cost of the draft alone (many drafts, one regeneration);
 //! - [`BaselineCache`]: reuses the autoregressive baseline of an evaluation across runs with the
 //!   same target, prompts, settings and device (and says so in the report).
 //!
@@ -51,6 +53,7 @@ pub mod baseline;
 mod chain;
 pub mod eval;
 mod lm_draft;
+pub mod replay;
 mod session;
 mod tree;
 

@@ -292,9 +292,15 @@ impl<'a, 'c> Session<'a, 'c> {
         Ok((last, out.hidden.narrow(0, rows - 1, 1)))
     }
 
-    /// Records per-depth proposals/acceptances of one cycle: `accepted` drafted tokens accepted,
-    /// plus one rejected proposal at depth `accepted` when `rejected_proposal`.
-    pub fn record_depths(&mut self, accepted: usize, rejected_proposal: bool) {
+    /// Records per-depth proposals/acceptances of one cycle: the drafted tokens `accepted`, plus
+    /// one rejected proposal at depth `accepted.len()` when `rejected_proposal`. Acceptance ends
+    /// at a stop token: drafted tokens verified past it are never emitted, so they do not count
+    /// (nor does a rejection after them).
+    pub fn record_depths(&mut self, accepted: &[TokenId], rejected_proposal: bool) {
+        let (accepted, rejected_proposal) = match accepted.iter().position(|t| self.cfg.stop_tokens.contains(t)) {
+            Some(k) => (k + 1, false),
+            None => (accepted.len(), rejected_proposal),
+        };
         let need = accepted + usize::from(rejected_proposal);
         for v in [&mut self.metrics.proposed_per_depth, &mut self.metrics.accepted_per_depth] {
             if v.len() < need {

@@ -324,10 +324,9 @@ impl TreeStrategy {
                 },
             }
             s.metrics.target_seconds += t0.elapsed().as_secs_f64();
-            let accepted = path.len() - 1;
             let last = *path.last().expect("non-empty path");
-            s.record_depths(accepted, !children[last].is_empty());
             let mut new_tokens: Vec<TokenId> = path[1..].iter().map(|&n| toks[n]).collect();
+            s.record_depths(&new_tokens, !children[last].is_empty());
             new_tokens.push(bonus);
             s.accept(past, &path, out.hidden, false, &new_tokens)?;
         }

@@ -1,11 +1,12 @@
 //! `eda eval`: speculative decoding over a prompts file; metrics JSON and a table.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use eda_core::{EdaError, Result, TokenId};
+use eda_spec::replay::{evaluate_replay, Recording, ReplayTarget};
 use eda_spec::{evaluate_with, BaselineCache, EvalOptions};
 
-use super::generate::{load, DecodeArgs, PromptEncoder};
+use super::generate::{load, DecodeArgs, PromptEncoder, StrategyKind};
 
 /// Flags of `eda eval`.
 #[derive(clap::Args, Debug)]
@@ -15,8 +16,16 @@ pub struct Args {
     pub decode: DecodeArgs,
     /// Prompts file, in any layout `eda regenerate` reads: JSONL (`{"prompt"}`, `{"messages"}`,
     /// FastChat `{"turns"}`: the first turn) or ShareGPT JSON. A trailing assistant turn is dropped.
-    #[arg(long)]
-    pub prompts: PathBuf,
+    #[arg(long, required_unless_present = "replay", conflicts_with = "replay")]
+    pub prompts: Option<PathBuf>,
+    /// Replay instead of decoding with the target: a greedy `eda regenerate` output folder of
+    /// `--target` (manifest + shards). Its recorded answers and hidden states stand in for the
+    /// target (eda_spec::replay), so τ, α and acceptance per depth cost only the draft's time and
+    /// equal a live greedy evaluation of the same prompts; the prompts, chat template, stop tokens
+    /// and lengths are the recording's (`--prompts`, `--chat`, `--max-new-tokens` do not apply).
+    /// No speedup or cost ratio is measured. Needs a drafting `--strategy` (chain or tree).
+    #[arg(long, value_name = "DIR")]
+    pub replay: Option<PathBuf>,
     /// Where to write the metrics JSON (per-prompt and aggregate τ, α, tokens/s, speedup).
     #[arg(long)]
     pub out: PathBuf,
@@ -49,7 +58,11 @@ pub fn run(args: Args) -> Result<()> {
     }
     // Refuse an unusable --out before minutes of decoding, not after.
     eda_core::io::check_output_file(&args.out)?;
-    let mut records = eda_regen::load_prompts(&args.prompts)?;
+    if let Some(dir) = &args.replay {
+        return run_replay(&args, dir);
+    }
+    let prompts_path = args.prompts.as_ref().ok_or_else(|| EdaError::InvalidArgument("--prompts or --replay is required".into()))?;
+    let mut records = eda_regen::load_prompts(prompts_path)?;
     if let Some(n) = args.limit {
         records.truncate(n);
     }
@@ -76,6 +89,56 @@ pub fn run(args: Args) -> Result<()> {
     report.write_json(&args.out)?;
     println!("{report}");
     eprintln!("metrics written to {}", args.out.display());
+    Ok(())
+}
+
+/// `eda eval --replay DIR`: the draft against the target's recorded greedy answers.
+fn run_replay(args: &Args, dir: &Path) -> Result<()> {
+    let manifest_path = dir.join(eda_regen::MANIFEST_FILE);
+    let manifest = eda_regen::Manifest::load(&manifest_path)?;
+    let settings = &manifest.settings;
+    if settings.mode != eda_regen::RegenMode::Regenerated || !settings.generation.is_greedy() {
+        return Err(EdaError::InvalidArgument(format!(
+            "--replay needs the target's own greedy answers; {} holds {} data (mode {:?}, temperature {})",
+            dir.display(),
+            if settings.mode == eda_regen::RegenMode::Regenerated { "sampled" } else { "original" },
+            settings.mode,
+            settings.generation.temperature
+        )));
+    }
+    let device = args.decode.compute.open(&args.decode.target)?;
+    if matches!(args.decode.strategy.kind(&device), StrategyKind::Autoregressive | StrategyKind::Auto) {
+        return Err(EdaError::InvalidArgument(
+            "--replay evaluates a draft: use --strategy chain or tree (auto and autoregressive time the target, which a replay does not run)"
+                .into(),
+        ));
+    }
+    let l = load(&args.decode)?;
+    let info = l.target.info().clone();
+    if info.identity != settings.target.identity {
+        return Err(EdaError::InvalidArgument(format!(
+            "{} was recorded by another target (identity {}), not by --target {} (identity {}): a replay stands in for the target that recorded it",
+            dir.display(),
+            settings.target.identity,
+            args.decode.target.display(),
+            info.identity
+        )));
+    }
+    let mut samples = eda_core::data::read_shards(&manifest.shard_paths(dir))?;
+    if let Some(n) = args.limit {
+        samples.truncate(n);
+    }
+    let recordings = samples.iter().map(|s| Recording::from_sample(s, settings.start_one_early)).collect::<Result<Vec<_>>>()?;
+    let mut replay = ReplayTarget::new(info, l.target.embedding_weight(), l.target.lm_head_weight(), recordings)?;
+    // The live target is not needed any more: free its memory before decoding.
+    let super::generate::Loaded { target, mut draft, mut strategy, .. } = l;
+    drop(target);
+    let draft = draft.as_deref_mut().ok_or_else(|| EdaError::InvalidArgument("--replay needs --draft".into()))?;
+    tracing::info!(recordings = replay.recordings().len(), dir = %dir.display(), "replaying");
+    let report = evaluate_replay(&mut replay, draft, strategy.as_mut(), &settings.generation)?;
+    report.write_json(&args.out)?;
+    println!("{report}");
+    eprintln!("replayed {} recorded answers of {}; metrics written to {}", report.prompts.len(), dir.display(), args.out.display());
     Ok(())
 }
 

@@ -376,6 +376,10 @@ impl EdaDraft {
     /// `dir/model.safetensors` (f32, EDA layout, no embedding / LM head; plus the I64 `d2t`
     /// mapping of a reduced vocabulary), each atomically. Freezing is not saved.
     pub fn save(&self, dir: &Path) -> Result<()> {
+        if self.lora_params() > 0 {
+            // Adapters are a training device: the saved draft holds their merged weights.
+            return self.clone().merge_lora().save(dir);
+        }
         std::fs::create_dir_all(dir).map_err(|e| EdaError::io(dir, e))?;
         write_safetensors(&dir.join(WEIGHTS_FILE), &self.eda_tensors()?)?;
         let cfg = SavedConfig {

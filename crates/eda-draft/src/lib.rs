@@ -20,6 +20,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod fast;
 mod init;
+pub mod lora;
 pub mod model;
 pub mod moe;
 pub mod session;

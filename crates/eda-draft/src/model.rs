@@ -527,6 +527,12 @@ impl EdaDraft {
 
     /// Parameter counts by group, with `trainable` reflecting the current freezing.
     pub fn param_counts(&self) -> ParamCounts {
-        ParamCounts::for_config(&self.config, self.frozen)
+        let mut counts = ParamCounts::for_config(&self.config, self.frozen);
+        // With LoRA adapters only the adapters train (`add_lora` froze everything else).
+        let lora = self.lora_params();
+        if lora > 0 {
+            counts.trainable = lora;
+        }
+        counts
     }
 }

@@ -43,6 +43,8 @@ impl DraftSession {
     /// head), on the non-autodiff version of the model's device, so a model still on an autodiff
     /// device records no graph either.
     pub fn new(model: EdaDraft) -> Self {
+        // The decoding path reads plain weights: fold in any LoRA adapters first.
+        let model = model.merge_lora();
         let fast = FastDraft::new(&model);
         DraftSession { model, fast, cache: KvCache::new() }
     }

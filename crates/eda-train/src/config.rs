@@ -248,6 +248,11 @@ pub struct TrainConfig {
     pub private_init: PrivateInit,
     /// Stage 2 only: which groups are frozen.
     pub stage2_freeze: Stage2Freeze,
+    /// Stage 2 only: adapt with LoRA adapters on the stage-1 draft instead (the LoRA-on-the-draft
+    /// baseline, [`EdaDraft::add_lora`](eda_draft::EdaDraft::add_lora)): every weight frozen,
+    /// only the adapters train; `private_init` and `stage2_freeze` do not apply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lora: Option<eda_models::LoraSpec>,
     /// Total optimiser steps; takes precedence over `epochs`.
     pub steps: Option<usize>,
     /// Number of passes over the data (used when `steps` is `None`; may be fractional).
@@ -284,6 +289,7 @@ impl Default for TrainConfig {
             stage: Stage::Stage1,
             private_init: PrivateInit::Random,
             stage2_freeze: Stage2Freeze::Reference,
+            lora: None,
             steps: None,
             epochs: 1.0,
             batch_size: 4,
@@ -314,6 +320,12 @@ impl TrainConfig {
         }
         if self.max_len < 2 {
             return bad(format!("max_len must be >= 2, got {}", self.max_len));
+        }
+        if let Some(spec) = &self.lora {
+            if self.stage != Stage::Stage2 {
+                return bad("lora adapts a stage-1 draft: it needs stage Stage2".into());
+            }
+            spec.validate()?;
         }
         if self.steps == Some(0) {
             return bad("steps must be >= 1".into());

@@ -69,7 +69,9 @@ pub fn stage1_draft(
 /// The stage-2 draft (docs/method.md §3.6): the stage-1 draft saved in `stage1_dir`, with `embedding` and
 /// the **fine-tuned** target's `lm_head` (`[vocab, hidden]`, frozen), the private group
 /// re-initialised (seeded by `train.seed`) unless `train.private_init` is
-/// [`PrivateInit::FromStage1`], and `train.stage2_freeze` applied.
+/// [`PrivateInit::FromStage1`], and `train.stage2_freeze` applied. With `train.lora` the
+/// stage-1 draft is kept whole and frozen, with fresh LoRA adapters as its only trainable
+/// parameters ([`EdaDraft::add_lora`]).
 ///
 /// A reduced draft vocabulary of the stage-1 draft is kept (its `d2t` is loaded with it); call
 /// [`EdaDraft::with_draft_vocab`] on the result to choose another one from the stage-2 data.
@@ -78,6 +80,9 @@ pub fn stage1_draft(
 /// [`eda_core::EdaError::Mismatch`].
 pub fn stage2_draft(stage1_dir: &Path, embedding: Tensor<2>, lm_head: Tensor<2>, train: &TrainConfig, device: &Device) -> Result<EdaDraft> {
     let draft = EdaDraft::load(stage1_dir, embedding, lm_head, device)?;
+    if let Some(spec) = &train.lora {
+        return draft.add_lora(spec, derive_seed(train.seed, 4, 0));
+    }
     let draft = match train.private_init {
         PrivateInit::Random => draft.reinit_private(derive_seed(train.seed, 3, 0)),
         PrivateInit::FromStage1 => draft,

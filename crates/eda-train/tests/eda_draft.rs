@@ -132,3 +132,60 @@ fn stage2_reference_plan_freezes_attention_and_shared_experts_bit_for_bit() {
     let shared_plan = eda_draft::ParamCounts::for_config(&dcfg, eda_draft::FreezePlan::SHARED).trainable;
     assert_eq!(r2.trainable_params, shared_plan + 2 * H * H + H);
 }
+
+#[test]
+fn lora_on_the_draft_trains_only_adapters_and_saves_the_merged_draft() {
+    use eda_core::DraftModel;
+    use eda_models::{LoraModule, LoraSpec};
+    let data = synthetic_data(8, 16, V, H, 23);
+    let dcfg = EdaDraftConfig::tiny(V, H);
+    let s1 = tempfile::tempdir().unwrap();
+    stage1_draft(&dcfg, matrix(1), matrix(2), &cfg(1), &cpu()).unwrap().save(s1.path()).unwrap();
+    let stage1 = EdaDraft::load(s1.path(), matrix(1), matrix(3), &cpu()).unwrap();
+
+    let mut c = cfg(12);
+    c.stage = Stage::Stage2;
+    c.lora = Some(LoraSpec { rank: 2, alpha: 4.0, modules: LoraModule::ALL.to_vec() });
+    let d = stage2_draft(s1.path(), matrix(1), matrix(3), &c, &cpu()).unwrap();
+    let lora = d.lora_params();
+    // q, k, v, o of the attention plus gate/up/down of the shared and the private expert.
+    assert!(lora > 0);
+    assert_eq!(d.param_counts().trainable, lora);
+    // B = 0: the adapted draft starts as the stage-1 draft (its private group is kept, not re-drawn).
+    let feats = Tensor::<2>::from_data(TensorData::new(rand_vec(3 * H, 1.0, &mut seeded_rng(5)), [3, H]), &cpu());
+    let run = |m: EdaDraft| {
+        let mut s = eda_draft::DraftSession::new(m);
+        eda_core::backend::to_vec_f32(
+            s.forward_masked(&[1, 2, 3], Some(feats.clone()), &[0, 1, 2], &eda_core::AttentionMask::causal(0, 3)).unwrap().logits,
+        )
+        .unwrap()
+    };
+    assert_eq!(run(d.clone()), run(stage1.clone()));
+
+    let out = tempfile::tempdir().unwrap();
+    let mut t = DraftTrainer::new(c, d, &cpu(), out.path()).unwrap().progress(false);
+    let r = t.train(&data).unwrap();
+    assert_eq!(r.trainable_params, lora, "only the adapters are trainable");
+    // What trained lives in the adapters; every stage-1 weight is bit-identical until the merge.
+    let before = param_values(&stage1, false).unwrap();
+    let after = param_values(t.model(), false).unwrap();
+    for (k, (_, b)) in &before {
+        let a = &after[k].1;
+        assert!(a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "base weight {k} changed under LoRA");
+    }
+    let adapters = after.keys().filter(|k| !before.contains_key(*k)).count();
+    assert!(adapters >= 14, "adapter tensors: {adapters}");
+    // The saved draft is plain (no adapters), differs from stage 1 where adapters were, and
+    // computes what the trained adapted draft computes.
+    let saved = EdaDraft::load(&out.path().join("draft"), matrix(1), matrix(3), &cpu()).unwrap();
+    assert_eq!(saved.lora_params(), 0);
+    let merged = param_values(&saved, false).unwrap();
+    for (k, (_, b)) in &before {
+        let same = merged[k].1.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+        let adapted = k.contains("self_attn") && !k.contains("norm") || k.contains("experts");
+        assert_eq!(same, !adapted, "{k}: adapted projections change when merged, nothing else does");
+    }
+    let (trained, reloaded) = (run(t.model().clone()), run(saved));
+    let worst = trained.iter().zip(&reloaded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(worst < 1e-4, "merged draft differs from the adapted one by {worst}");
+}

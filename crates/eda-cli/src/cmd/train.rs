@@ -82,7 +82,8 @@ pub struct Args {
     /// Stage-1 draft directory (the `draft/` folder of a stage-1 run); required for stage 2.
     #[arg(long)]
     pub stage1: Option<PathBuf>,
-    /// Output directory (checkpoints, metrics.jsonl, final `draft/`); an unfinished run there is resumed.
+    /// Output directory (checkpoints, metrics.jsonl, `report.json` with the run's steps, tokens,
+    /// seconds and trainable parameters, final `draft/`); an unfinished run there is resumed.
     #[arg(long)]
     pub out: PathBuf,
     /// JSON training configuration (`eda_train::TrainConfig`); flags below override it.
@@ -154,6 +155,19 @@ pub struct Args {
     /// Stage 2: which groups are frozen (default: reference, which also trains `fc`).
     #[arg(long, value_enum)]
     pub freeze: Option<FreezeArg>,
+    /// Stage 2: adapt with LoRA adapters of this rank instead of the private experts (the
+    /// LoRA-on-the-draft baseline): the stage-1 draft is kept whole and frozen, and adapters on its
+    /// attention projections and every expert's gate/up/down projections are the only trainable
+    /// parameters. The saved draft holds the merged weights (an ordinary EDA draft).
+    #[arg(long, value_name = "R", conflicts_with_all = ["freeze", "private_init"])]
+    pub lora_rank: Option<usize>,
+    /// LoRA alpha: adapter updates are scaled by alpha / rank (default: 2 × rank).
+    #[arg(long, requires = "lora_rank")]
+    pub lora_alpha: Option<f64>,
+    /// Projections that get adapters, comma-separated: q, k, v, o (attention), gate, up, down
+    /// (every expert).
+    #[arg(long, value_delimiter = ',', default_value = "q,k,v,o,gate,up,down", requires = "lora_rank")]
+    pub lora_modules: Vec<String>,
     /// Seed of shuffling, noise and initialisation (default: 0).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -248,6 +262,13 @@ fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
             FreezeArg::SharedGroup => Stage2Freeze::SharedGroup,
             FreezeArg::Reference => Stage2Freeze::Reference,
         };
+    }
+    if let Some(rank) = args.lora_rank {
+        if args.stage != StageArg::Stage2 {
+            return Err(EdaError::InvalidArgument("--lora-rank adapts a stage-1 draft: use it with --stage stage2".into()));
+        }
+        let modules = args.lora_modules.iter().map(|m| m.parse::<eda_models::LoraModule>()).collect::<eda_core::Result<Vec<_>>>()?;
+        c.lora = Some(eda_models::LoraSpec { rank, alpha: args.lora_alpha.unwrap_or(2.0 * rank as f64), modules });
     }
     if let Some(v) = args.seed {
         c.seed = v;
@@ -470,6 +491,8 @@ pub fn run(args: Args) -> eda_core::Result<()> {
     );
     let mut trainer = DraftTrainer::new(cfg, draft, &device, &args.out)?.allow_changed_inputs(args.allow_changed_inputs);
     let report = trainer.train(&data)?;
+    // What the run cost (steps, tokens, seconds, trainable parameters), for comparisons.
+    eda_core::io::write_json(&args.out.join("report.json"), &report)?;
     if let Some(f) = &chat_format {
         // eval and generate render prompts the way the training data was rendered.
         f.write(&args.out.join("draft"))?;
@@ -669,6 +692,27 @@ mod tests {
         run(cli.args).unwrap();
         assert_eq!(std::fs::read_to_string(s2.join("metrics.jsonl")).unwrap().lines().count(), 2);
         assert_eq!(BaseTarget::read(&s2.join("draft")).unwrap(), Some(recorded), "stage 2 passes the base target on");
+        // The LoRA-on-the-draft baseline: adapters only, saved merged.
+        let s2l = root.path().join("s2-lora");
+        let (shards_s, ft_s, out_l) = (p(&shards), p(&ft), p(&s2l));
+        let mut argv = vec!["eda", "--stage", "stage2", "--features", &shards_s, "--target", &ft_s, "--stage1", &s1_draft];
+        argv.extend(["--out", &out_l, "--steps", "2", "--lora-rank", "2", "--lora-modules", "q,v,down", "--device", "cpu"]);
+        run(Cli::try_parse_from(argv).unwrap().args).unwrap();
+        let saved: TrainConfig = TrainConfig::from_json_file(&s2l.join("train_config.json")).unwrap();
+        let spec = saved.lora.expect("the run records its LoRA spec");
+        assert_eq!((spec.rank, spec.alpha, spec.modules.len()), (2, 4.0, 3));
+        let trainable = |dir: &Path| -> u64 {
+            let r: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+            r["trainable_params"].as_u64().unwrap()
+        };
+        assert!(0 < trainable(&s2l) && trainable(&s2l) < trainable(&s2) / 4, "{} vs {}", trainable(&s2l), trainable(&s2));
+        assert!(s2l.join("draft/model.safetensors").is_file());
+        // LoRA is a stage-2 method and replaces the freezing plan.
+        let lora_stage1 = stage2(&["--lora-rank", "2"]);
+        assert!(matches!(build_config(&Args { stage: StageArg::Stage1, ..lora_stage1 }), Err(EdaError::InvalidArgument(_))));
+        let both =
+            ["eda", "--stage", "stage2", "--features", "f", "--target", "t", "--out", "o", "--lora-rank", "2", "--freeze", "reference"];
+        assert!(Cli::try_parse_from(both).is_err());
         // stage 2 without --stage1 is a clear error
         let cli = Cli::try_parse_from([
             "eda",

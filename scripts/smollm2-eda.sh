@@ -3,7 +3,7 @@
 # with `eda finetune` (LoRA) into a math and a code target, a stage-1 draft trained on the base
 # model's own answers to general prompts, then every adaptation method over several seeds:
 #
-#   no adaptation, full retraining, stage 2 on the original answers, stage 2 on all regenerated
+#   no adaptation, full fine-tuning of the draft, stage 2 on the original answers, stage 2 on all regenerated
 #   data, random selection and EDA (Mahalanobis) at 10 / 25 / 50 % of the regenerated data, and
 #   LoRA on the stage-1 draft (rank 16 on attention and every expert, all regenerated data).
 #
@@ -108,7 +108,7 @@ for d in math code; do
   regen "$base" "$p/$d-eval.jsonl" "data/base-$d-eval" "${max_new[$d]}"
 done
 
-tree=(--strategy tree --depth 5 --top-k 8 --total-tokens 48)
+tree=(--strategy tree --depth 4 --top-k 4 --total-tokens 16)
 evaluate() { # recording target draft out
   [[ -f "$4" ]] || "$EDA" eval --replay "$1" --target "$2" --draft "$3" "${tree[@]}" --out "$4" --log warn > /dev/null
 }
@@ -135,8 +135,10 @@ for d in math code; do
       out="runs/$d/s$s/$m"
       if [[ ! -f "$out/draft/config.json" ]]; then
         if [[ $m == full ]]; then
-          "$EDA" train --stage stage1 --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
-            --intermediate-size 1536 --private-intermediate-size 768 --draft-vocab 8192 --epochs "$epochs" --seed "$s" "${common[@]}"
+          # Full fine-tuning: every draft weight trains, starting from stage 1. (A fresh draft is
+          # hopeless with a few hundred samples; stage 1 itself saw 256 conversations × 8 epochs.)
+          "$EDA" train --stage stage2 --stage1 s1/draft --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
+            --freeze none --private-init from-stage1 --epochs "$epochs" --seed "$s" "${common[@]}"
         elif [[ $m == lora-r16 ]]; then
           "$EDA" train --stage stage2 --stage1 s1/draft --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
             --lora-rank 16 --epochs "$epochs" --seed "$s" "${common[@]}"

@@ -12,7 +12,7 @@ attention scores, norms and activations left out, as in the usual 6·N·T estima
   backward, activation gradients  2·M        (needed from the loss back to the first trainable
                                                layer; `fc` trains in both plans, so everywhere)
   backward, weight gradients      2·M_train  (only for parameters that train)
-Full retraining trains everything but the (frozen) LM head; stage 2 trains `fc` and the private
+Full fine-tuning trains everything but the (frozen) LM head; stage 2 trains `fc` and the private
 group. The table prints the total over the run: per-token FLOPs × tokens processed.
 """
 import json
@@ -23,7 +23,7 @@ from pathlib import Path
 work = Path(sys.argv[1] if len(sys.argv) > 1 else "eda-smollm2-eda")
 METHODS = ["base", "no-adapt", "full", "stage2-original", "stage2-regen-all",
            "eda-0.1", "eda-0.25", "eda-0.5", "random-0.1", "random-0.25", "random-0.5", "lora-r16"]
-LABEL = {"base": "stage-1 draft on the base target", "no-adapt": "no adaptation", "full": "full retraining (regenerated, fresh draft)",
+LABEL = {"base": "stage-1 draft on the base target", "no-adapt": "no adaptation", "full": "full fine-tuning of the stage-1 draft (all regenerated)",
          "stage2-original": "stage 2, original answers", "stage2-regen-all": "stage 2, all regenerated (100 %)",
          "eda-0.1": "EDA (Mahalanobis) 10 %", "eda-0.25": "EDA (Mahalanobis) 25 %", "eda-0.5": "EDA (Mahalanobis) 50 %",
          "random-0.1": "random 10 %", "random-0.25": "random 25 %", "random-0.5": "random 50 %", "lora-r16": "LoRA r 16 on the stage-1 draft (all regenerated)"}

@@ -38,6 +38,10 @@ pub enum Stage2Freeze {
     /// experts frozen, `fc` trainable (docs/method.md §2.5).
     #[default]
     Reference,
+    /// Nothing frozen but the embedding and LM head: full fine-tuning of the stage-1 draft (the
+    /// "full retraining" baseline started from the stage-1 weights; with
+    /// [`PrivateInit::FromStage1`] every weight starts where stage 1 left it).
+    None,
 }
 
 /// Noise added to the draft's *input* features during training (docs/method.md §3.3).

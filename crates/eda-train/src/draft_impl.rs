@@ -47,6 +47,7 @@ impl Stage2Freeze {
         match self {
             Stage2Freeze::SharedGroup => FreezePlan::SHARED,
             Stage2Freeze::Reference => FreezePlan::REFERENCE_STAGE2,
+            Stage2Freeze::None => FreezePlan::NONE,
         }
     }
 }

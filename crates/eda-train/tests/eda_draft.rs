@@ -189,3 +189,28 @@ fn lora_on_the_draft_trains_only_adapters_and_saves_the_merged_draft() {
     let worst = trained.iter().zip(&reloaded).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-4, "merged draft differs from the adapted one by {worst}");
 }
+
+#[test]
+fn stage2_without_freezing_is_full_fine_tuning_of_the_stage1_draft() {
+    let dcfg = EdaDraftConfig::tiny(V, H);
+    let s1 = tempfile::tempdir().unwrap();
+    let c1 = cfg(1);
+    let fresh = stage1_draft(&dcfg, matrix(1), matrix(2), &c1, &cpu()).unwrap();
+    let stage1_trainable = fresh.param_counts().trainable;
+    fresh.save(s1.path()).unwrap();
+    let mut c = cfg(4);
+    c.stage = Stage::Stage2;
+    c.stage2_freeze = Stage2Freeze::None;
+    c.private_init = PrivateInit::FromStage1;
+    let d = stage2_draft(s1.path(), matrix(1), matrix(3), &c, &cpu()).unwrap();
+    assert_eq!(d.param_counts().trainable, stage1_trainable, "every draft weight trains");
+    let stage1 = param_values(&EdaDraft::load(s1.path(), matrix(1), matrix(3), &cpu()).unwrap(), false).unwrap();
+    assert_eq!(param_values(&d, false).unwrap(), stage1, "and starts where stage 1 ended");
+    let out = tempfile::tempdir().unwrap();
+    let mut t = DraftTrainer::new(c, d, &cpu(), out.path()).unwrap().progress(false);
+    assert_eq!(t.train(&synthetic_data(8, 16, V, H, 24)).unwrap().trainable_params, stage1_trainable);
+    let after = param_values(t.model(), false).unwrap();
+    for group in ["fc.", "self_attn", "shared", "private"] {
+        assert!(stage1.iter().any(|(k, v)| k.contains(group) && after[k] != *v), "{group} did not train");
+    }
+}

@@ -35,6 +35,9 @@ pub enum FreezeArg {
     SharedGroup,
     /// The reference script (default): freeze attention, norm and shared experts; `fc` also trains.
     Reference,
+    /// Freeze nothing: full fine-tuning of the stage-1 draft (the full-retraining baseline; pair
+    /// with `--private-init from-stage1` to start every weight from stage 1).
+    None,
 }
 
 /// Input-feature noise.
@@ -261,6 +264,7 @@ fn build_config(args: &Args) -> eda_core::Result<TrainConfig> {
         c.stage2_freeze = match f {
             FreezeArg::SharedGroup => Stage2Freeze::SharedGroup,
             FreezeArg::Reference => Stage2Freeze::Reference,
+            FreezeArg::None => Stage2Freeze::None,
         };
     }
     if let Some(rank) = args.lora_rank {

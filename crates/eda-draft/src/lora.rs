@@ -68,12 +68,14 @@ impl EdaDraft {
             return self;
         }
         self.self_attn = self.self_attn.merge_lora();
-        let merge = |mut g: ExpertGroup| {
-            g.experts = g.experts.into_iter().map(|e| e.merge_lora()).collect();
-            g
-        };
-        self.moe.shared = merge(self.moe.shared);
-        self.moe.private = self.moe.private.map(merge);
+        self.moe.shared = merge_group(self.moe.shared);
+        self.moe.private = self.moe.private.map(merge_group);
         self
     }
+}
+
+/// Every expert of `g` with its adapters merged.
+fn merge_group(mut g: ExpertGroup) -> ExpertGroup {
+    g.experts = g.experts.into_iter().map(|e| e.merge_lora()).collect();
+    g
 }

@@ -5,7 +5,8 @@
 #
 #   no adaptation, full fine-tuning of the draft, stage 2 on the original answers, stage 2 on all regenerated
 #   data, random selection and EDA (Mahalanobis) at 10 / 25 / 50 % of the regenerated data, and
-#   LoRA on the stage-1 draft (rank 16 on attention and every expert, all regenerated data).
+#   LoRA on the stage-1 draft (rank 16 on attention and every expert, all regenerated data); plus
+#   EDA at 50 % with the pooled scoring rule, and (first seed) stage 2 with `fc` frozen too.
 #
 #   scripts/smollm2-eda.sh [WORK]        # default: eda-smollm2-eda/; rerunning resumes
 #
@@ -121,6 +122,11 @@ for d in math code; do
     [[ -f "sel/$d/eda-$f/selection.json" ]] ||
       "$EDA" select --base-shards data/base-general-train --shards "data/$d-regen" --fraction "$f" --out "sel/$d/eda-$f" --log warn
   done
+  # The other pooling rule (item 3 of the issue): distance of each sample's mean feature, against
+  # statistics of the base samples' mean features.
+  [[ -f "sel/$d/eda-pooled-0.5/selection.json" ]] ||
+    "$EDA" select --base-shards data/base-general-train --shards "data/$d-regen" --fraction 0.5 --pooling pooled \
+      --fit-unit sample-means --out "sel/$d/eda-pooled-0.5" --log warn
   for s in $seeds; do
     t "$d seed $s"
     for f in 0.1 0.25 0.5; do
@@ -131,7 +137,12 @@ for d in math code; do
     declare -A feats=([full]="data/$d-regen" [stage2-original]="data/$d-original" [stage2-regen-all]="data/$d-regen")
     for f in 0.1 0.25 0.5; do feats[eda-$f]="sel/$d/eda-$f"; feats[random-$f]="sel/$d/random-$f-s$s"; done
     feats[lora-r16]="data/$d-regen"
-    for m in full stage2-original stage2-regen-all eda-0.1 eda-0.25 eda-0.5 random-0.1 random-0.25 random-0.5 lora-r16; do
+    feats[eda-pooled-0.5]="sel/$d/eda-pooled-0.5"
+    feats[stage2-shared-group]="data/$d-regen"
+    methods=(full stage2-original stage2-regen-all eda-0.1 eda-0.25 eda-0.5 random-0.1 random-0.25 random-0.5 lora-r16 eda-pooled-0.5)
+    # The paper's wording of stage 2 (fc frozen too), once, for its cost per step.
+    [[ $s == "${seeds%% *}" ]] && methods+=(stage2-shared-group)
+    for m in "${methods[@]}"; do
       out="runs/$d/s$s/$m"
       if [[ ! -f "$out/draft/config.json" ]]; then
         if [[ $m == full ]]; then
@@ -139,6 +150,9 @@ for d in math code; do
           # hopeless with a few hundred samples; stage 1 itself saw 256 conversations × 8 epochs.)
           "$EDA" train --stage stage2 --stage1 s1/draft --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
             --freeze none --private-init from-stage1 --epochs "$epochs" --seed "$s" "${common[@]}"
+        elif [[ $m == stage2-shared-group ]]; then
+          "$EDA" train --stage stage2 --stage1 s1/draft --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
+            --freeze shared-group --epochs "$epochs" --seed "$s" "${common[@]}"
         elif [[ $m == lora-r16 ]]; then
           "$EDA" train --stage stage2 --stage1 s1/draft --features "${feats[$m]}" --target "${target[$d]}" --out "$out" \
             --lora-rank 16 --epochs "$epochs" --seed "$s" "${common[@]}"

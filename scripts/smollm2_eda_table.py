@@ -12,8 +12,8 @@ attention scores, norms and activations left out, as in the usual 6·N·T estima
   backward, activation gradients  2·M        (needed from the loss back to the first trainable
                                                layer; `fc` trains in both plans, so everywhere)
   backward, weight gradients      2·M_train  (only for parameters that train)
-Full fine-tuning trains everything but the (frozen) LM head; stage 2 trains `fc` and the private
-group. The table prints the total over the run: per-token FLOPs × tokens processed.
+Which parts need activation gradients and which train depends on the method (PLANS below).
+The table prints the total over the run: per-token FLOPs × tokens processed.
 """
 import json
 import statistics
@@ -22,11 +22,13 @@ from pathlib import Path
 
 work = Path(sys.argv[1] if len(sys.argv) > 1 else "eda-smollm2-eda")
 METHODS = ["base", "no-adapt", "full", "stage2-original", "stage2-regen-all",
-           "eda-0.1", "eda-0.25", "eda-0.5", "random-0.1", "random-0.25", "random-0.5", "lora-r16"]
+           "eda-0.1", "eda-0.25", "eda-0.5", "random-0.1", "random-0.25", "random-0.5", "eda-pooled-0.5", "lora-r16", "stage2-shared-group"]
 LABEL = {"base": "stage-1 draft on the base target", "no-adapt": "no adaptation", "full": "full fine-tuning of the stage-1 draft (all regenerated)",
          "stage2-original": "stage 2, original answers", "stage2-regen-all": "stage 2, all regenerated (100 %)",
          "eda-0.1": "EDA (Mahalanobis) 10 %", "eda-0.25": "EDA (Mahalanobis) 25 %", "eda-0.5": "EDA (Mahalanobis) 50 %",
-         "random-0.1": "random 10 %", "random-0.25": "random 25 %", "random-0.5": "random 50 %", "lora-r16": "LoRA r 16 on the stage-1 draft (all regenerated)"}
+         "random-0.1": "random 10 %", "random-0.25": "random 25 %", "random-0.5": "random 50 %", "lora-r16": "LoRA r 16 on the stage-1 draft (all regenerated)",
+         "eda-pooled-0.5": "EDA 50 %, pooled rule (distance of the mean feature)",
+         "stage2-shared-group": "stage 2 with fc frozen too (all regenerated)"}
 
 
 def load(p):
@@ -47,11 +49,24 @@ def macs(cfg):
     }
 
 
-# Parts whose weights train: full retraining everything but the LM head; stage 2 (the reference
-# plan, the default) `fc` and the private group.
-TRAINS = {"full": ("fc", "attn", "shared", "private"), "stage2": ("fc", "private")}
-# LoRA trains only its adapters, but the gradient still flows through every adapted projection
-# (activation gradients, counted with the forward); its weight gradients are the adapters'.
+# Per method: the parts whose activation gradients are needed (from the loss back to the first
+# trainable weight) and the parts whose weights train. Full fine-tuning trains everything but the
+# LM head; stage 2 (the reference plan, the default) trains `fc`, so the gradient runs back
+# through attention; with `fc` frozen too it stops at the private experts; LoRA's adapters sit on
+# attention and the experts, so it runs back to attention, and only adapter weights train.
+ALL = ("fc", "attn", "shared", "private", "head")
+PLANS = {
+    "full": (ALL, ("fc", "attn", "shared", "private")),
+    "stage2": (ALL, ("fc", "private")),
+    "stage2-shared-group": (("private", "head"), ("private",)),
+    "lora": (("attn", "shared", "private", "head"), None),
+}
+
+
+def plan(method):
+    if method == "full" or method == "stage2-shared-group":
+        return PLANS[method]
+    return PLANS["lora"] if method.startswith("lora") else PLANS["stage2"]
 
 
 def fmt(vals, digits=2):
@@ -81,7 +96,6 @@ for d in ("math", "code"):
     rows = []
     depth_means = {}
     full_flops = None
-    full_sps = None
     for method in METHODS:
         evals, reports = [], []
         if method in ("base", "no-adapt"):
@@ -109,18 +123,17 @@ for d in ("math", "code"):
             trainable = reports[0]["trainable_params"]
             cost = {"steps": steps, "secs": secs, "sps": secs / steps, "trainable": trainable, "adam": 8 * trainable, "tokens": tokens}
             if m:
+                act, trains = plan(method)
                 fwd = sum(m.values())
-                if method.startswith("lora"):
-                    train_macs = trainable  # adapters: one multiply-add per adapter weight per token
-                else:
-                    train_macs = sum(m[k] for k in TRAINS["full" if method == "full" else "stage2"])
-                flops = (2 * fwd + 2 * fwd + 2 * train_macs) * tokens
+                # Adapters: one multiply-add per adapter weight per token.
+                train_macs = trainable if trains is None else sum(m[k] for k in trains)
+                flops = (2 * fwd + 2 * sum(m[k] for k in act) + 2 * train_macs) * tokens
                 cost["flops"] = flops
                 if method == "full":
-                    full_flops, full_sps = flops, cost["sps"]
+                    full_flops = flops
         rows.append((method, taus, alphas, cost))
     lines += [f"### {d} target (seeds: {', '.join(s[1:] for s in seeds)})", "",
-              "| method | τ mean ± sd | α | steps | wall s (s/step) | trainable params | AdamW state | training FLOPs (× full) |",
+              "| method | τ mean ± sd | α | steps | wall s (s/step) | trainable params | AdamW moments (2 × f32) | training FLOPs (× full) |",
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for method, taus, alphas, c in rows:
         if c:
@@ -130,11 +143,14 @@ for d in ("math", "code"):
         else:
             cost = "0 | – | 0 | – | –"
         lines.append(f"| {LABEL[method]} | {fmt(taus)} | {fmt(alphas, 3)} | {cost} |")
-    s2 = next((c for mth, _, _, c in rows if mth == "stage2-regen-all" and c), None)
-    if s2 and full_sps:
-        lines += ["", f"Per optimiser step on the same data and batch: stage 2 {s2['sps']:.2f} s, full retraining {full_sps:.2f} s "
-                  f"({s2['sps'] / full_sps:.2f}×); analytic FLOPs per token {s2['flops'] / s2['tokens']:.3g} vs "
-                  f"{full_flops / rows[[r[0] for r in rows].index('full')][3]['tokens']:.3g}."]
+    full = next((c for mth, _, _, c in rows if mth == "full" and c), None)
+    for name, label in (("stage2-regen-all", "stage 2"), ("stage2-shared-group", "stage 2 with fc frozen"), ("lora-r16", "LoRA")):
+        c = next((c for mth, _, _, c in rows if mth == name and c), None)
+        if c and full:
+            lines += ["", f"Per optimiser step on the same data and batch, {label} vs full fine-tuning: {c['sps']:.2f} s vs "
+                      f"{full['sps']:.2f} s ({c['sps'] / full['sps']:.2f}×); analytic training FLOPs per token "
+                      f"{c['flops'] / c['tokens'] / 1e6:.1f} M vs {full['flops'] / full['tokens'] / 1e6:.1f} M "
+                      f"({c['flops'] / c['tokens'] / (full['flops'] / full['tokens']):.2f}×); AdamW state {c['adam'] / full['adam']:.2f}×."]
     lines += ["", "Acceptance rate per draft position (mean over seeds):", "",
               "| method | " + " | ".join(f"d{i + 1}" for i in range(max(len(v) for v in depth_means.values()))) + " |",
               "|---|" + "---:|" * max(len(v) for v in depth_means.values())]
@@ -150,7 +166,7 @@ print(summary)
 # τ per draft position: one panel per target, acceptance rate at each depth per method.
 colors = {"base": "#000000", "no-adapt": "#999999", "full": "#d62728", "stage2-original": "#8c564b", "stage2-regen-all": "#1f77b4",
           "eda-0.1": "#2ca02c", "eda-0.25": "#55c255", "eda-0.5": "#98df8a", "random-0.1": "#ff7f0e", "random-0.25": "#ffa64d",
-          "random-0.5": "#ffbb78", "lora-r16": "#9467bd"}
+          "random-0.5": "#ffbb78", "lora-r16": "#9467bd", "eda-pooled-0.5": "#17becf", "stage2-shared-group": "#bcbd22"}
 W, H, pad = 420, 300, 45
 parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(svg_series) + 220}" height="{H}" font-family="sans-serif" font-size="11">']
 for k, (d, series) in enumerate(svg_series.items()):

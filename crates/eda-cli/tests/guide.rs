@@ -71,7 +71,11 @@ fn the_workflow_guide_runs_as_written() {
     let readme = std::fs::read_to_string(crate_dir.join("README.md")).unwrap();
     let commands = guide_commands(&readme);
     let names: Vec<&str> = commands.iter().map(|c| c.split_whitespace().nth(1).unwrap_or("")).collect();
-    assert_eq!(names, ["features", "features", "train", "regenerate", "select", "train", "eval", "regenerate", "eval", "generate", "export"], "{commands:#?}");
+    assert_eq!(
+        names,
+        ["features", "features", "train", "regenerate", "select", "train", "eval", "regenerate", "eval", "generate", "export"],
+        "{commands:#?}"
+    );
 
     let fixture = crate_dir.join("../../tests/fixtures/qwen2-tiny");
     let work = tempfile::tempdir().unwrap();

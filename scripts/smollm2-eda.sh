@@ -16,8 +16,13 @@
 # scripts/smollm2_eda_table.py WORK.
 #
 # Environment: EDA_BIN (default: builds target/release/eda), SEEDS (default "0 1 2"), EPOCHS
-# (adaptation epochs, default 2), PYTHON (default python3, for pip). The two fine-tunes take
-# ≈ 20 + 10 min on 2 cores and are skipped when WORK/ft-math/model and WORK/ft-code/model exist.
+# (adaptation epochs, default 2), DOMAINS (default "math code"), PYTHON (default python3, for
+# pip). The two fine-tunes take ≈ 20 + 10 min on 2 cores and are skipped when
+# WORK/ft-math/model and WORK/ft-code/model exist.
+#
+# The shared part (SmolLM2, prompts, stage 1) runs first; after it the domains are independent,
+# so `DOMAINS= scripts/smollm2-eda.sh W` (shared part only) followed by `DOMAINS=math ... W &`
+# and `DOMAINS=code ... W &` runs the two side by side (the draft passes use about one core each).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -32,6 +37,7 @@ EDA="$EDA_BIN"
 python="${PYTHON:-python3}"
 seeds="${SEEDS:-0 1 2}"
 epochs="${EPOCHS:-2}"
+domains="${DOMAINS-math code}"
 sys="You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 t() { echo "$(date +%T) $*" >&2; }
 
@@ -53,7 +59,7 @@ fi
 # Prompt files from the demo's corpora: held-out math = every 10th record, code = every 8th;
 # general: a fixed shuffle, 256 for stage 1 and 30 held out.
 mkdir -p "$work/prompts"
-"$python" - "$root/crates/eda-demo/corpora" "$work/prompts" <<'EOF'
+[[ -f "$work/prompts/code-adapt.jsonl" ]] || "$python" - "$root/crates/eda-demo/corpora" "$work/prompts" <<'EOF'
 import json, random, sys
 src, out = sys.argv[1], sys.argv[2]
 def write(name, lines):
@@ -74,34 +80,39 @@ write("code-adapt.jsonl", [canon(l) for i, l in enumerate(code) if i % 8][:100])
 EOF
 p="$work/prompts"
 
-# The fine-tuned targets (README, "Fine-tuned targets made here").
-if [[ ! -f "$work/ft-math/model/config.json" ]]; then
-  t finetune math
-  "$EDA" finetune --target "$work/smollm2" --prompts "$p/math-finetune.jsonl" --eval "$p/math-eval-all.jsonl" --out "$work/ft-math" \
-    --steps 200 --lr 1e-3 --checkpoint-every 25 --system-prompt "$sys"
-fi
-if [[ ! -f "$work/ft-code/model/config.json" ]]; then
-  t finetune code
-  "$EDA" finetune --target "$work/smollm2" --prompts "$p/code-finetune.jsonl" --eval "$p/code-eval.jsonl" --out "$work/ft-code" \
-    --steps 40 --warmup-steps 5 --lr 1e-3 --max-len 320 --checkpoint-every 10 --system-prompt "$sys"
-fi
 base="$work/smollm2"
 declare -A target=([math]="$work/ft-math/model" [code]="$work/ft-code/model")
 declare -A max_new=([math]=96 [code]=128)
+# The fine-tunes (LoRA, merged; README "Fine-tuned targets made here"). They resume when stopped.
+finetune_math() {
+  "$EDA" finetune --target "$work/smollm2" --prompts "$p/math-finetune.jsonl" --eval "$p/math-eval-all.jsonl" --out "$work/ft-math" \
+    --steps 200 --lr 1e-3 --checkpoint-every 25 --system-prompt "$sys"
+}
+finetune_code() {
+  "$EDA" finetune --target "$work/smollm2" --prompts "$p/code-finetune.jsonl" --eval "$p/code-eval.jsonl" --out "$work/ft-code" \
+    --steps 40 --warmup-steps 5 --lr 1e-3 --max-len 320 --checkpoint-every 10 --system-prompt "$sys"
+}
 
 cd "$work"
 regen() { "$EDA" regenerate --target "$1" --prompts "$2" --out "$3" --max-new-tokens "$4" --system-prompt "$sys" --max-seq-len 1024 --batch-size 16 --log warn; }
 original() { "$EDA" regenerate --mode original --target "$1" --prompts "$2" --out "$3" --system-prompt "$sys" --max-seq-len 1024 --batch-size 16 --log warn; }
 
 # Stage 1: the base model answers general prompts; a draft learns from its hidden states.
-t stage 1
-regen "$base" "$p/general-train.jsonl" data/base-general-train 128
-"$EDA" train --stage stage1 --features data/base-general-train --target "$base" --out s1 \
-  --intermediate-size 1536 --private-intermediate-size 768 --draft-vocab 8192 --epochs 8 --batch-size 8 \
-  --lr 1e-3 --warmup-steps 20 --seed 0 --checkpoint-every 50 --log warn
+if [[ ! -f s1/draft/config.json ]]; then
+  t stage 1
+  regen "$base" "$p/general-train.jsonl" data/base-general-train 128
+  "$EDA" train --stage stage1 --features data/base-general-train --target "$base" --out s1 \
+    --intermediate-size 1536 --private-intermediate-size 768 --draft-vocab 8192 --epochs 8 --batch-size 8 \
+    --lr 1e-3 --warmup-steps 20 --seed 0 --checkpoint-every 50 --log warn
+fi
 
-# Adaptation data and held-out recordings (each target's own greedy answers).
-for d in math code; do
+# The fine-tuned targets (README, "Fine-tuned targets made here"), adaptation data and held-out
+# recordings (each target's own greedy answers).
+for d in $domains; do
+  if [[ ! -f "${target[$d]}/config.json" ]]; then
+    t finetune "$d"
+    finetune_$d
+  fi
   t data "$d"
   regen "${target[$d]}" "$p/$d-eval.jsonl" "data/$d-eval" "${max_new[$d]}"
   regen "${target[$d]}" "$p/$d-adapt.jsonl" "data/$d-regen" 128
@@ -114,7 +125,7 @@ evaluate() { # recording target draft out
   [[ -f "$4" ]] || "$EDA" eval --replay "$1" --target "$2" --draft "$3" "${tree[@]}" --out "$4" --log warn > /dev/null
 }
 common=(--batch-size 8 --lr 1e-3 --warmup-steps 5 --checkpoint-every 1000 --log warn)
-for d in math code; do
+for d in $domains; do
   mkdir -p "runs/$d"
   evaluate "data/base-$d-eval" "$base" s1/draft "runs/$d/base.json"
   evaluate "data/$d-eval" "${target[$d]}" s1/draft "runs/$d/no-adapt.json"

@@ -6,7 +6,7 @@
 #   no adaptation, full fine-tuning of the draft, stage 2 on the original answers, stage 2 on all regenerated
 #   data, random selection and EDA (Mahalanobis) at 10 / 25 / 50 % of the regenerated data, and
 #   LoRA on the stage-1 draft (rank 16 on attention and every expert, all regenerated data); plus
-#   EDA at 50 % with the pooled scoring rule, and (first seed) stage 2 with `fc` frozen too.
+#   EDA at 50 % with the pooled scoring rule, and stage 2 with `fc` frozen too.
 #
 #   scripts/smollm2-eda.sh [WORK]        # default: eda-smollm2-eda/; rerunning resumes
 #
@@ -150,9 +150,9 @@ for d in $domains; do
     feats[lora-r16]="data/$d-regen"
     feats[eda-pooled-0.5]="sel/$d/eda-pooled-0.5"
     feats[stage2-shared-group]="data/$d-regen"
-    methods=(full stage2-original stage2-regen-all eda-0.1 eda-0.25 eda-0.5 random-0.1 random-0.25 random-0.5 lora-r16 eda-pooled-0.5)
-    # The paper's wording of stage 2 (fc frozen too), once, for its cost per step.
-    [[ $s == "${seeds%% *}" ]] && methods+=(stage2-shared-group)
+    # stage2-shared-group: the paper's wording of stage 2 (fc frozen too), for its τ and cost per step.
+    methods=(full stage2-original stage2-regen-all eda-0.1 eda-0.25 eda-0.5 random-0.1 random-0.25 random-0.5 lora-r16 eda-pooled-0.5
+      stage2-shared-group)
     for m in "${methods[@]}"; do
       out="runs/$d/s$s/$m"
       if [[ ! -f "$out/draft/config.json" ]]; then

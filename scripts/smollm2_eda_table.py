@@ -2,7 +2,8 @@
 """Aggregates scripts/smollm2-eda.sh: per target and method, τ mean ± sample standard deviation
 over seeds (replayed EAGLE-2 tree, greedy), α, and the cost of the adaptation: samples, optimiser
 steps, wall seconds (total and per step), trainable parameters, AdamW state bytes and analytic
-training FLOPs. Also the acceptance rate per draft position (table and WORK/tau_per_position.svg).
+training FLOPs. Also τ per draft position (accepted tokens per verification cycle at each
+position; table and WORK/tau_per_position.svg) and the conditional acceptance rate per position.
 Writes WORK/summary.md and prints it. Standard library only.
 
 Training FLOPs are counted per processed token from the draft's shapes (2 FLOPs per multiply-add;
@@ -94,7 +95,7 @@ for d in ("math", "code"):
     cfg_path = work / "s1" / "draft" / "config.json"
     m = macs(load(cfg_path)) if cfg_path.is_file() else None
     rows = []
-    depth_means = {}
+    depth_means, tau_pos = {}, {}
     full_flops = None
     for method in METHODS:
         evals, reports = [], []
@@ -114,7 +115,14 @@ for d in ("math", "code"):
         alphas = [e["aggregate"]["alpha"] for e in evals]
         depths = [e["aggregate"]["acceptance_per_depth"] for e in evals]
         n = max(len(x) for x in depths)
-        depth_means[method] = [statistics.mean([x[i] if i < len(x) else 0.0 for x in depths]) for i in range(n)]
+        # A seed whose drafts never reached depth i has no rate there (not a rate of 0).
+        depth_means[method] = [statistics.mean([x[i] for x in depths if i < len(x)]) for i in range(n)]
+        # τ per position: tokens accepted at position i per verification cycle, i.e. the share of
+        # cycles whose accepted draft reached position i (1 + their sum is τ up to the prompt's
+        # first forward). Unlike the conditional rate it is defined (0) where no cycle got there.
+        per_cycle = [[a / e["aggregate"]["metrics"]["target_forwards"] for a in e["aggregate"]["metrics"]["accepted_per_depth"]]
+                     for e in evals]
+        tau_pos[method] = [statistics.mean([x[i] if i < len(x) else 0.0 for x in per_cycle]) for i in range(n)]
         cost = {}
         if reports:
             steps = statistics.mean(r["steps"] for r in reports)
@@ -151,13 +159,18 @@ for d in ("math", "code"):
                       f"{full['sps']:.2f} s ({c['sps'] / full['sps']:.2f}×); analytic training FLOPs per token "
                       f"{c['flops'] / c['tokens'] / 1e6:.1f} M vs {full['flops'] / full['tokens'] / 1e6:.1f} M "
                       f"({c['flops'] / c['tokens'] / (full['flops'] / full['tokens']):.2f}×); AdamW state {c['adam'] / full['adam']:.2f}×."]
-    lines += ["", "Acceptance rate per draft position (mean over seeds):", "",
+    width = max(len(v) for v in tau_pos.values())
+    lines += ["", "τ per draft position: accepted tokens at each position per verification cycle (mean over seeds):", "",
+              "| method | " + " | ".join(f"d{i + 1}" for i in range(width)) + " |", "|---|" + "---:|" * width]
+    for method, v in tau_pos.items():
+        lines.append(f"| {LABEL[method]} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
+    lines += ["", "Acceptance rate per draft position (of the proposals that reached it; mean over the seeds that reached it):", "",
               "| method | " + " | ".join(f"d{i + 1}" for i in range(max(len(v) for v in depth_means.values()))) + " |",
               "|---|" + "---:|" * max(len(v) for v in depth_means.values())]
     for method, v in depth_means.items():
         lines.append(f"| {LABEL[method]} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
     lines.append("")
-    svg_series[d] = depth_means
+    svg_series[d] = tau_pos
 
 summary = "\n".join(lines)
 (work / "summary.md").write_text(summary + "\n")
@@ -168,16 +181,18 @@ colors = {"base": "#000000", "no-adapt": "#999999", "full": "#d62728", "stage2-o
           "eda-0.1": "#2ca02c", "eda-0.25": "#55c255", "eda-0.5": "#98df8a", "random-0.1": "#ff7f0e", "random-0.25": "#ffa64d",
           "random-0.5": "#ffbb78", "lora-r16": "#9467bd", "eda-pooled-0.5": "#17becf", "stage2-shared-group": "#bcbd22"}
 W, H, pad = 420, 300, 45
-parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(svg_series) + 220}" height="{H}" font-family="sans-serif" font-size="11">']
+parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W * len(svg_series) + 380}" height="{H}" font-family="sans-serif" font-size="11">']
 for k, (d, series) in enumerate(svg_series.items()):
     x0 = k * W
     n = max(len(v) for v in series.values())
+    top = max(0.25, -(-max(max(v) for v in series.values()) // 0.25) * 0.25)  # next multiple of 0.25
     X = lambda i: x0 + pad + i * (W - 2 * pad) / max(n - 1, 1)
-    Y = lambda v: H - pad - v * (H - 2 * pad)
-    parts.append(f'<text x="{x0 + W / 2}" y="18" text-anchor="middle" font-size="13">{d} target: acceptance per draft position</text>')
+    Y = lambda v: H - pad - v / top * (H - 2 * pad)
+    parts.append(f'<text x="{x0 + W / 2}" y="18" text-anchor="middle" font-size="13">{d} target: τ per draft position</text>')
     parts.append(f'<line x1="{x0 + pad}" y1="{Y(0)}" x2="{x0 + W - pad}" y2="{Y(0)}" stroke="black"/>')
-    parts.append(f'<line x1="{x0 + pad}" y1="{Y(0)}" x2="{x0 + pad}" y2="{Y(1)}" stroke="black"/>')
-    for t in (0, 0.25, 0.5, 0.75, 1.0):
+    parts.append(f'<line x1="{x0 + pad}" y1="{Y(0)}" x2="{x0 + pad}" y2="{Y(top)}" stroke="black"/>')
+    parts.append(f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">accepted tokens per cycle</text>' if k == 0 else "")
+    for t in [i * 0.25 for i in range(int(round(top / 0.25)) + 1)]:
         parts.append(f'<text x="{x0 + pad - 5}" y="{Y(t) + 4}" text-anchor="end">{t:.2f}</text>')
     for i in range(n):
         parts.append(f'<text x="{X(i)}" y="{H - pad + 15}" text-anchor="middle">{i + 1}</text>')

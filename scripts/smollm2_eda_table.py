@@ -85,6 +85,13 @@ def human(n):
     return f"{n:.0f}"
 
 
+def position_table(title, series):
+    """Markdown lines: `title`, then one row per method with a value per draft position."""
+    width = max(len(v) for v in series.values())
+    out = ["", title, "", "| method | " + " | ".join(f"d{i + 1}" for i in range(width)) + " |", "|---|" + "---:|" * width]
+    return out + [f"| {LABEL[method]} | " + " | ".join(f"{x:.2f}" for x in v) + " |" for method, v in series.items()]
+
+
 lines = []
 svg_series = {}
 for d in ("math", "code"):
@@ -159,16 +166,9 @@ for d in ("math", "code"):
                       f"{full['sps']:.2f} s ({c['sps'] / full['sps']:.2f}×); analytic training FLOPs per token "
                       f"{c['flops'] / c['tokens'] / 1e6:.1f} M vs {full['flops'] / full['tokens'] / 1e6:.1f} M "
                       f"({c['flops'] / c['tokens'] / (full['flops'] / full['tokens']):.2f}×); AdamW state {c['adam'] / full['adam']:.2f}×."]
-    width = max(len(v) for v in tau_pos.values())
-    lines += ["", "τ per draft position: accepted tokens at each position per verification cycle (mean over seeds):", "",
-              "| method | " + " | ".join(f"d{i + 1}" for i in range(width)) + " |", "|---|" + "---:|" * width]
-    for method, v in tau_pos.items():
-        lines.append(f"| {LABEL[method]} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
-    lines += ["", "Acceptance rate per draft position (of the proposals that reached it; mean over the seeds that reached it):", "",
-              "| method | " + " | ".join(f"d{i + 1}" for i in range(max(len(v) for v in depth_means.values()))) + " |",
-              "|---|" + "---:|" * max(len(v) for v in depth_means.values())]
-    for method, v in depth_means.items():
-        lines.append(f"| {LABEL[method]} | " + " | ".join(f"{x:.2f}" for x in v) + " |")
+    lines += position_table("τ per draft position: accepted tokens at each position per verification cycle (mean over seeds):", tau_pos)
+    lines += position_table("Acceptance rate per draft position (of the proposals that reached it; mean over the seeds that reached it):",
+                            depth_means)
     lines.append("")
     svg_series[d] = tau_pos
 
@@ -191,7 +191,8 @@ for k, (d, series) in enumerate(svg_series.items()):
     parts.append(f'<text x="{x0 + W / 2}" y="18" text-anchor="middle" font-size="13">{d} target: τ per draft position</text>')
     parts.append(f'<line x1="{x0 + pad}" y1="{Y(0)}" x2="{x0 + W - pad}" y2="{Y(0)}" stroke="black"/>')
     parts.append(f'<line x1="{x0 + pad}" y1="{Y(0)}" x2="{x0 + pad}" y2="{Y(top)}" stroke="black"/>')
-    parts.append(f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">accepted tokens per cycle</text>' if k == 0 else "")
+    if k == 0:
+        parts.append(f'<text x="12" y="{H / 2}" transform="rotate(-90 12 {H / 2})" text-anchor="middle">accepted tokens per cycle</text>')
     for t in [i * 0.25 for i in range(int(round(top / 0.25)) + 1)]:
         parts.append(f'<text x="{x0 + pad - 5}" y="{Y(t) + 4}" text-anchor="end">{t:.2f}</text>')
     for i in range(n):
